@@ -1,0 +1,284 @@
+"""Run configuration: dataclasses, YAML loading (``yaml.safe_load``) and CLI overrides.
+
+A run's config is built in layers, later ones winning::
+
+    configs/base.yaml  ->  configs/optim/<name>.yaml  ->  --config FILE ...  ->  CLI flags
+
+Every key is checked: an unknown or misspelt key is an error naming the nearest valid one,
+never silently ignored; values are coerced to the field's type (YAML reads ``1e-3`` as a
+string) and range-checked.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+__all__ = [
+    "CONFIG_DIR", "DataConfig", "ModelConfig", "OptimConfig", "TrainerConfig", "RunConfig",
+    "load_yaml", "merge", "build_config", "load_config",
+]
+
+
+@dataclass
+class DataConfig:
+    data_dir: str | None = None  # None: search (TORCHOPT_DATA_DIR, the Debian package, ./data/FashionMNIST/raw)
+    split: str = "keras"  # keras: the last val_size training images validate (Keras validation_split); random: seeded
+    val_size: int = 6000  # blog: validation_split=0.1 of 60,000
+
+
+@dataclass
+class ModelConfig:
+    name: str = "blog_mlp"  # blog_mlp | geron_mlp | cnn
+
+
+@dataclass
+class OptimConfig:
+    name: str = "nadam"  # a registry name (torchopt_review.optim.optimizer_names())
+    semantics: str = "keras"  # keras: Keras 3 update rules (the blog's); torch: torch.optim's
+    lr: float = 1e-3  # blog: 1e-3 for every optimizer
+    kwargs: dict[str, Any] = field(default_factory=dict)  # other hyperparameters, by the class's argument names
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 20  # blog table: 20
+    batch_size: int = 32  # blog: Keras default 32 (1,688 steps per epoch, the last one of 16)
+    accelerator: str = "cpu"  # cpu | gpu | auto
+    precision: str = "32"  # 32 (fp32, TF32 off) | tf32 | bf16-mixed
+    threads: int | None = None  # torch threads; None: torch's default
+    limit_batches: int | None = None  # smoke runs: optimizer steps per epoch
+    log_every_n_steps: int = 50  # step-level train/loss_step in TensorBoard
+    steps_per_batch: int = 32  # optimizer steps per Lightning batch (Keras's steps_per_execution)
+    val_batch_size: int = 1000  # evaluation only: no effect on training
+    diagnostics: bool = True  # effective step size / update ratio / grad norm per layer
+    diagnostics_every_n_steps: int = 200
+    gradient_clip_val: float | None = None  # clip the global grad norm (Keras global_clipnorm)
+
+
+@dataclass
+class RunConfig:
+    experiment: str = "default"
+    label: str | None = None  # run folder name; None: the optimizer name
+    seed: int = 0  # fixes init, data order and (random split) the split
+    logdir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    @property
+    def run_label(self) -> str:
+        return self.label or self.optim.name
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.logdir) / self.experiment / self.run_label / f"seed{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must match for a checkpoint to be resumed: everything that changes the numbers."""
+        d = self.to_dict()
+        trainer = d["trainer"]
+        for k in ("epochs", "threads", "log_every_n_steps", "diagnostics", "diagnostics_every_n_steps", "val_batch_size"):
+            trainer.pop(k, None)  # more epochs extend a run; these do not change the trajectory
+        d.pop("logdir")
+        d["data"].pop("data_dir")
+        return d
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with the safe loader; errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping (key: value lines), not a {type(data).__name__}")
+    return data
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; ``update`` wins. ``optim.kwargs`` merges key by key too."""
+    out = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    if value is None:
+        if "None" in str(typ):
+            return None
+        raise ConfigError(f"{where} must not be empty")
+    t = str(typ)
+    try:
+        if t.startswith("bool"):
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "yes", "1", "on"):
+                return True
+            if str(value).lower() in ("false", "no", "0", "off"):
+                return False
+            raise ValueError
+        if t.startswith("int"):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if t.startswith("float"):
+            if isinstance(value, bool):
+                raise ValueError
+            v = float(value)
+            if not math.isfinite(v):
+                raise ConfigError(f"{where} must be a finite number, got {value!r}")
+            return v
+        if t.startswith("str"):
+            if isinstance(value, (dict, list)):
+                raise ValueError
+            return str(value)
+        if t.startswith("dict"):
+            if not isinstance(value, Mapping):
+                raise ValueError
+            return dict(value)
+    except (TypeError, ValueError):
+        kind = t.split(" ")[0].split("|")[0]
+        raise ConfigError(f"{where} must be of type {kind}, got {value!r}") from None
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
+            raise ConfigError(f"unknown config key '{name}'{hint}")
+        f = fields[key]
+        if dataclasses.is_dataclass(f.default_factory) if f.default_factory is not dataclasses.MISSING else False:
+            kwargs[key] = _build(f.default_factory, value or {}, name)
+        else:
+            kwargs[key] = _coerce(value, f.type, name)
+    return cls(**kwargs)
+
+
+def _validate(cfg: RunConfig) -> None:
+    from .optim.registry import REGISTRY, get_spec
+    from .models import MODELS
+
+    try:
+        get_spec(cfg.optim.name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if cfg.optim.semantics not in ("torch", "keras"):
+        raise ConfigError(f"optim.semantics must be 'torch' or 'keras', got {cfg.optim.semantics!r}")
+    if not cfg.optim.lr > 0:
+        raise ConfigError(f"the learning rate must be a positive number, got {cfg.optim.lr!r} (e.g. --lr 1e-3)")
+    if cfg.model.name not in MODELS:
+        close = difflib.get_close_matches(cfg.model.name, MODELS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown model {cfg.model.name!r}{hint}; valid: {', '.join(MODELS)}")
+    if cfg.data.split not in ("keras", "random"):
+        raise ConfigError(f"data.split must be 'keras' or 'random', got {cfg.data.split!r}")
+    if not 0 < cfg.data.val_size < 60000:
+        raise ConfigError(f"data.val_size must be between 1 and 59,999, got {cfg.data.val_size}")
+    t = cfg.trainer
+    for name, value, low in (("epochs", t.epochs, 1), ("batch_size", t.batch_size, 1),
+                             ("log_every_n_steps", t.log_every_n_steps, 1), ("steps_per_batch", t.steps_per_batch, 1),
+                             ("val_batch_size", t.val_batch_size, 1), ("diagnostics_every_n_steps", t.diagnostics_every_n_steps, 1)):
+        if value < low:
+            raise ConfigError(f"trainer.{name} must be >= {low}, got {value}")
+    if t.limit_batches is not None and t.limit_batches < 1:
+        raise ConfigError(f"trainer.limit_batches must be >= 1, got {t.limit_batches}")
+    if t.threads is not None and t.threads < 1:
+        raise ConfigError(f"trainer.threads must be >= 1, got {t.threads}")
+    if t.accelerator not in ("cpu", "gpu", "cuda", "auto"):
+        raise ConfigError(f"trainer.accelerator must be cpu, gpu or auto, got {t.accelerator!r}")
+    if t.precision not in ("32", "tf32", "bf16-mixed"):
+        raise ConfigError(f"trainer.precision must be 32, tf32 or bf16-mixed, got {t.precision!r}")
+    if t.gradient_clip_val is not None and not t.gradient_clip_val > 0:
+        raise ConfigError(f"trainer.gradient_clip_val must be positive, got {t.gradient_clip_val}")
+    if cfg.seed < 0:
+        raise ConfigError(f"the seed must be >= 0, got {cfg.seed}")
+    for name in ("experiment", "run_label"):
+        value = getattr(cfg, name)
+        if not value or "/" in value or value.startswith("."):
+            raise ConfigError(f"{name} {value!r} must be a plain folder name")
+    spec = REGISTRY[cfg.optim.name]
+    # Build the optimizer once on a dummy parameter: its own validation (torch's messages) runs now,
+    # before anything is written.
+    import torch
+
+    try:
+        spec.cls([torch.nn.Parameter(torch.zeros(1))], **spec.kwargs(semantics=cfg.optim.semantics, lr=cfg.optim.lr, **cfg.optim.kwargs))
+    except TypeError as exc:
+        raise ConfigError(f"bad optimizer argument for {cfg.optim.name}: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"bad hyperparameter for {cfg.optim.name}: {exc}") from None
+
+
+def build_config(data: Mapping[str, Any]) -> RunConfig:
+    """A validated :class:`RunConfig` from a plain (merged) mapping."""
+    cfg = _build(RunConfig, data, "")
+    _validate(cfg)
+    return cfg
+
+
+def load_config(
+    optimizer: str | None = None,
+    config_files: list[str | Path] = (),
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    config_dir: Path = CONFIG_DIR,
+) -> RunConfig:
+    """base.yaml, then optim/<name>.yaml, then ``config_files``, then ``overrides`` (nested dict)."""
+    data: dict[str, Any] = load_yaml(config_dir / "base.yaml") if (config_dir / "base.yaml").is_file() else {}
+    layers = [load_yaml(f) for f in config_files]
+    overrides = dict(overrides or {})
+    name = (
+        optimizer
+        or (overrides.get("optim") or {}).get("name")
+        or next((l["optim"]["name"] for l in reversed(layers) if isinstance(l.get("optim"), Mapping) and "name" in l["optim"]), None)
+        or (data.get("optim") or {}).get("name")
+        or OptimConfig.name
+    )
+    from .optim.registry import get_spec
+
+    try:
+        get_spec(name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    optim_file = config_dir / "optim" / f"{name}.yaml"
+    if optim_file.is_file():
+        data = merge(data, load_yaml(optim_file))
+    for layer in layers:
+        data = merge(data, layer)
+    data = merge(data, overrides)
+    data = merge(data, {"optim": {"name": name}})
+    return build_config(data)

@@ -1,0 +1,44 @@
+"""Errors a user can cause, and the one-line, exit-status-2 way the CLIs report them."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Callable
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """Bad input the user can fix: printed as one line (``error: ...``), exit status 2."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value or key is invalid."""
+
+
+class DataError(UserError):
+    """The dataset is missing, corrupt or inconsistent."""
+
+
+def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Wrap a CLI ``main``: a :class:`UserError` (or a ``ValueError`` from validation) becomes one
+    line on stderr and exit status 2; ``--debug`` (or ``TORCHOPT_DEBUG=1``) shows the traceback."""
+
+    @functools.wraps(main)
+    def wrapper(argv: list[str] | None = None) -> int:
+        args = sys.argv[1:] if argv is None else argv
+        debug = "--debug" in args or os.environ.get("TORCHOPT_DEBUG") == "1"
+        try:
+            return main(argv)
+        except (UserError, ValueError) as exc:
+            if debug:
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("interrupted: finished epochs are checkpointed; run the same command to resume", file=sys.stderr)
+            return 130
+
+    return wrapper
