@@ -1,0 +1,202 @@
+"""Callbacks that record a run; none of them changes what is trained.
+
+- :class:`RunRecorder`: once per epoch, after validation, writes the epoch's row to
+  ``metrics.csv`` and TensorBoard, saves the checkpoint, prints a one-line summary. Checkpoint and
+  CSV are written atomically (temporary file + rename), the CSV rows also travel inside the
+  checkpoint, so a run killed at any moment resumes with exactly the rows it had.
+- :class:`OptimizerDiagnostics`: every few hundred steps, per parameter tensor, the quantiles of
+  the per-coordinate effective step size (e.g. AdaGrad's lr / sqrt(sum + eps)), the update-to-
+  weight ratio and the gradient norm, to TensorBoard and ``diagnostics.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning as L
+import torch
+
+from torchopt_review.io import atomic_write_text
+
+METRIC_COLUMNS = ("epoch", "step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
+DIAG_COLUMNS = ("epoch", "step", "param", "eff_lr_p10", "eff_lr_p50", "eff_lr_p90", "update_ratio", "grad_norm")
+
+# One chart per metric, every run overlaid (TensorBoard's Custom Scalars dashboard).
+CUSTOM_SCALARS = {
+    "optimizers": {
+        "train/loss": ["Multiline", ["^train/loss$"]],
+        "train/acc": ["Multiline", ["^train/acc$"]],
+        "val/loss": ["Multiline", ["^val/loss$"]],
+        "val/acc": ["Multiline", ["^val/acc$"]],
+        "learning rate": ["Multiline", ["^lr/"]],
+        "train/loss (every N steps)": ["Multiline", ["^train/loss_step$"]],
+    },
+    "diagnostics": {
+        "effective step size, median per layer": ["Multiline", [r"^diag/.*/eff_lr_p50$"]],
+        "update / weight ratio": ["Multiline", [r"^diag/.*/update_ratio$"]],
+        "gradient norm": ["Multiline", [r"^diag/.*/grad_norm$"]],
+    },
+}
+
+
+def _csv_text(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+class RunRecorder(L.Callback):
+    """Per-epoch metrics.csv + TensorBoard + checkpoint + summary line, in that order of safety."""
+
+    def __init__(self, run_dir: Path, *, epochs: int, print_summary: bool = True,
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None, info: dict[str, Any] | None = None):
+        self.run_dir = Path(run_dir)
+        self.epochs, self.print_summary, self.on_epoch, self.info = epochs, print_summary, on_epoch, info or {}
+        self.rows: list[dict[str, Any]] = []
+        self.wall_before = 0.0  # training seconds of earlier (resumed-from) processes
+        self._t0 = time.perf_counter()
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / "last.ckpt"
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+        writer = pl_module.logger.experiment if pl_module.logger is not None else None
+        if writer is not None and not self.rows:
+            writer.add_custom_scalars(CUSTOM_SCALARS)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        m = pl_module.finish_train_epoch()  # callbacks run before the module's own epoch-end hook
+        if pl_module.diverged is not None:
+            return
+        opt = trainer.optimizers[0]
+        row = {
+            "epoch": pl_module.current_epoch + 1,
+            "step": pl_module.opt_steps,
+            "wall_s": round(self.wall_before + time.perf_counter() - self._t0, 3),
+            "train_loss": m.get("train_loss", math.nan), "train_acc": m.get("train_acc", math.nan),
+            "val_loss": m.get("val_loss", math.nan), "val_acc": m.get("val_acc", math.nan),
+            "lr": float(opt.param_groups[0]["lr"]),
+        }
+        self.rows.append(row)
+        if pl_module.logger is not None:
+            w = pl_module.logger.experiment
+            for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+                w.add_scalar(key.replace("_", "/", 1), row[key], row["step"])
+            for i, group in enumerate(opt.param_groups):
+                w.add_scalar(f"lr/group{i}", float(group["lr"]), row["step"])
+            w.flush()
+        # checkpoint first (it carries the rows), then the CSV: a kill between the two is repaired on resume
+        tmp = self.ckpt_path.with_name(".last.ckpt.tmp")
+        trainer.save_checkpoint(tmp)
+        os.replace(tmp, self.ckpt_path)  # atomic: a kill leaves the previous checkpoint or this one
+        self.write_csv()
+        if self.print_summary:
+            print(
+                f"epoch {row['epoch']:>3}/{self.epochs}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"
+                f"  val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%  ({row['wall_s']:.1f} s)",
+                file=sys.stderr, flush=True,
+            )
+        if self.on_epoch is not None:
+            self.on_epoch({**self.info, **row, "epochs": self.epochs})
+
+    def write_csv(self) -> None:
+        atomic_write_text(self.run_dir / "metrics.csv", _csv_text(METRIC_COLUMNS, self.rows))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": list(self.rows), "wall_s": self.rows[-1]["wall_s"] if self.rows else 0.0}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows = list(state.get("rows", []))
+        self.wall_before = float(state.get("wall_s", 0.0))
+        self.write_csv()  # the CSV always matches the checkpoint we resume from
+
+
+def effective_lr(optimizer: torch.optim.Optimizer, group: dict[str, Any], p: torch.Tensor) -> torch.Tensor | None:
+    """Per-coordinate step size multiplying the (momentum of the) gradient, from the optimizer's
+    state: lr / denominator. None for SGD-like optimizers (the step size is lr everywhere)."""
+    state = optimizer.state.get(p, {})
+    lr = float(group["lr"])
+    keras = group.get("semantics", "torch") == "keras"
+    eps = float(group.get("eps", 0.0))
+    if "sum" in state:  # Adagrad
+        s = state["sum"]
+        return lr / (s + eps).sqrt() if keras else lr / (s.sqrt() + eps)
+    if "square_avg" in state:  # RMSprop
+        v = state["square_avg"]
+        return lr / (v + eps).sqrt() if keras else lr / (v.sqrt() + eps)
+    if "exp_avg_sq" in state:  # Adam, NAdam
+        step = float(state["step"])
+        b1, b2 = group["betas"]
+        bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
+        return lr / bc1 / (state["exp_avg_sq"].sqrt() / math.sqrt(bc2) + eps)
+    if "exp_inf" in state:  # Adamax
+        step = float(state["step"])
+        b1 = group["betas"][0]
+        return lr / (1 - b1 ** step) / (state["exp_inf"] + eps)
+    return None
+
+
+class OptimizerDiagnostics(L.Callback):
+    """Effective step size quantiles, update/weight ratio and grad norm per parameter tensor."""
+
+    def __init__(self, run_dir: Path, every_n_steps: int = 200):
+        self.run_dir, self.every = Path(run_dir), every_n_steps
+        self.rows: list[dict[str, Any]] = []
+        self._snapshot: dict[torch.Tensor, torch.Tensor] | None = None
+        self._steps_at_snapshot = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        next_mark = (pl_module.opt_steps // self.every + 1) * self.every
+        chunk_steps = -(-len(batch[1]) // pl_module.hparams.batch_size)
+        if pl_module.opt_steps + chunk_steps >= next_mark or pl_module.opt_steps == 0:
+            self._snapshot = {p: p.detach().clone() for p in pl_module.model.parameters()}
+            self._steps_at_snapshot = pl_module.opt_steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._snapshot is None or pl_module.diverged is not None:
+            return
+        steps = pl_module.opt_steps - self._steps_at_snapshot
+        opt = trainer.optimizers[0]
+        writer = pl_module.logger.experiment if pl_module.logger is not None else None
+        names = {p: n for n, p in pl_module.model.named_parameters()}
+        qs = torch.tensor([0.1, 0.5, 0.9])
+        for group in opt.param_groups:
+            for p in group["params"]:
+                old = self._snapshot.get(p)
+                if p.grad is None or old is None:
+                    continue
+                name = names.get(p, "?")
+                eff = effective_lr(opt, group, p)
+                q = [float(group["lr"])] * 3 if eff is None else torch.quantile(eff.detach().flatten().double()[:16_000_000], qs.double()).tolist()
+                ratio = float((p.detach() - old).norm() / (p.detach().norm() + 1e-12)) / max(steps, 1)
+                row = {"epoch": pl_module.current_epoch + 1, "step": pl_module.opt_steps, "param": name,
+                       "eff_lr_p10": q[0], "eff_lr_p50": q[1], "eff_lr_p90": q[2],
+                       "update_ratio": ratio, "grad_norm": float(p.grad.norm())}
+                self.rows.append(row)
+                if writer is not None:
+                    for key in ("eff_lr_p50", "update_ratio", "grad_norm"):
+                        writer.add_scalar(f"diag/{name}/{key}", row[key], row["step"])
+                    if eff is not None:
+                        writer.add_histogram(f"diag/{name}/log10_eff_lr", eff.detach().clamp_min(1e-30).log10(), row["step"])
+        self._snapshot = None
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        atomic_write_text(self.run_dir / "diagnostics.csv", _csv_text(DIAG_COLUMNS, self.rows))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": list(self.rows)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows = list(state.get("rows", []))

@@ -1,0 +1,149 @@
+"""The LightningModule: a Fashion-MNIST classifier trained by an optimizer from the registry.
+
+One Lightning batch is a chunk of ``steps_per_batch`` mini-batches (see
+:class:`torchopt_review.data.ChunkedBatches`) and :meth:`training_step` runs one optimizer step
+per mini-batch, like Keras's ``steps_per_execution``: Lightning's per-batch bookkeeping is then
+paid once per chunk instead of once per step. Nothing in the step syncs with the host: the loss
+and the correct count of each step are written into a small device buffer that is read once per
+``log_every_n_steps`` (and at the end of the epoch), which is also where a non-finite loss is
+noticed and the run stopped as diverged, at the exact step it happened.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from torchopt_review.data import to_float
+from torchopt_review.models import build_model
+from torchopt_review.optim import create_optimizer
+
+
+class Classifier(L.LightningModule):
+    def __init__(self, model: str = "blog_mlp", optimizer: str = "adam", semantics: str = "keras", lr: float = 1e-3,
+                 optimizer_kwargs: dict[str, Any] | None = None, batch_size: int = 32, log_every_n_steps: int = 50,
+                 gradient_clip_val: float | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(model)
+        self.automatic_optimization = False  # several optimizer steps per Lightning batch
+        self.opt_steps = 0  # optimizer steps taken (Lightning's global_step counts Lightning batches here)
+        self.diverged: dict[str, int] | None = None
+        self.epoch_metrics: dict[str, float] = {}
+        self._window: torch.Tensor | None = None  # (log_every_n_steps, 2): loss * n, correct, per step
+        self._filled = 0
+        self._window_n: list[int] = []
+        self._totals = [0.0, 0.0, 0]  # loss * n, correct, n over the epoch so far
+        self._eval_sums: torch.Tensor | None = None
+
+    # -- the model -----------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(to_float(images) if images.dtype == torch.uint8 else images)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        h = self.hparams
+        return create_optimizer(h.optimizer, self.model.parameters(), semantics=h.semantics, lr=h.lr,
+                                **(h.optimizer_kwargs or {}))
+
+    def _common_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean loss and the number of correct predictions of one mini-batch (no host sync)."""
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)  # softmax + log-loss on logits: Keras's, minus its 1e-7 clipping
+        correct = (logits.argmax(1) == labels).sum()
+        return loss, correct
+
+    # -- training --------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self.trainer.datamodule.set_epoch(self.current_epoch)
+        self._totals = [0.0, 0.0, 0]
+        if self._window is None:
+            self._window = torch.zeros(self.hparams.log_every_n_steps, 2, device=self.device)
+
+    def training_step(self, chunk: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        if self.diverged is not None:
+            return
+        opt = self.optimizers().optimizer  # the raw optimizer: no per-step wrapper cost
+        bs, clip = self.hparams.batch_size, self.hparams.gradient_clip_val
+        params = None if clip is None else [p for p in self.model.parameters() if p.requires_grad]
+        for images, labels in zip(chunk[0].split(bs), chunk[1].split(bs)):
+            loss, correct = self._common_step((images, labels), "train")
+            opt.zero_grad()
+            loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+            self.opt_steps += 1
+            n = len(labels)
+            self._window[self._filled].copy_(torch.stack([loss.detach() * n, correct.to(loss.dtype)]))
+            self._window_n.append(n)
+            self._filled += 1
+            if self._filled == len(self._window) and not self._flush():
+                return
+
+    def _flush(self) -> bool:
+        """Read the step buffer once: add it to the epoch totals, log the step curve, and catch a
+        non-finite loss at the step it happened. Returns False when the run diverged."""
+        k = self._filled
+        if k == 0:
+            return True
+        rows = self._window[:k].double().cpu()
+        ns = self._window_n
+        self._filled, self._window_n = 0, []
+        finite = torch.isfinite(rows[:, 0])
+        if not bool(finite.all()):
+            first = int((~finite).nonzero()[0])
+            self.diverged = {"epoch": self.current_epoch + 1, "step": self.opt_steps - k + first + 1}
+            self.trainer.should_stop = True
+            return False
+        loss_sum, correct = rows.sum(0).tolist()
+        n = sum(ns)
+        self._totals[0] += loss_sum
+        self._totals[1] += correct
+        self._totals[2] += n
+        if self.logger is not None:
+            self.logger.experiment.add_scalar("train/loss_step", loss_sum / n, self.opt_steps)
+        return True
+
+    def finish_train_epoch(self) -> dict[str, float]:
+        """The epoch's training loss and accuracy: running means over its batches, as Keras reports
+        them (weights changing during the epoch), not a re-evaluation at its end."""
+        self._flush()
+        loss_sum, correct, n = self._totals
+        self.epoch_metrics.update(train_loss=loss_sum / n if n else math.nan, train_acc=correct / n if n else math.nan)
+        return self.epoch_metrics
+
+    # -- evaluation --------------------------------------------------------------------------
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        loss, correct = self._common_step(batch, "eval")
+        n = len(batch[1])
+        row = torch.stack([loss.detach().double() * n, correct.double(), torch.tensor(n, dtype=torch.float64, device=loss.device)])
+        self._eval_sums = row if self._eval_sums is None else self._eval_sums + row
+
+    def _eval_end(self, stage: str) -> None:
+        loss_sum, correct, n = self._eval_sums.tolist()
+        self._eval_sums = None
+        self.epoch_metrics.update({f"{stage}_loss": loss_sum / n, f"{stage}_acc": correct / n})
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["opt_steps"] = self.opt_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.opt_steps = int(checkpoint.get("opt_steps", 0))
