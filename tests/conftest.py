@@ -29,8 +29,8 @@ def make_synthetic(n_train: int = 1200, n_test: int = 300, seed: int = 0) -> dic
 
     def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         labels = torch.randint(0, 10, (n,), generator=g)
-        noise = torch.rand(n, 28, 28, generator=g) * 80
-        images = (prototypes[labels] * 0.7 + noise).clamp(0, 255).to(torch.uint8)
+        noise = torch.rand(n, 28, 28, generator=g) * 220
+        images = (prototypes[labels] * 0.5 + noise).clamp(0, 255).to(torch.uint8)
         return images, labels.to(torch.uint8)
 
     tri, trl = draw(n_train)
