@@ -193,6 +193,7 @@ def run(cfg: RunConfig, *, restart: bool = False, progress: bool = True, summary
     # lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 at import, which makes every
     # torch.cuda.is_available() query NVML (~27 us) on a CUDA build without a GPU; undo it.
     _nvml = os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning vs torch 2.14 pytree deprecation
     import lightning as L
     if _nvml is None:
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)

@@ -1,0 +1,147 @@
+"""The training CLI end to end on synthetic IDX files: files written, TensorBoard tags, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["--set", "data.val_size=200", "--limit-batches", "6", "--set", "trainer.steps_per_batch=4",
+         "--set", "trainer.diagnostics_every_n_steps=4", "--no-progress"]
+
+
+def train(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "torchopt_review.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(synthetic_data_dir, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("smoke")
+    proc = train("--opt", "adam", "--epochs", "2", "--data-dir", str(synthetic_data_dir), *SMALL, cwd=cwd)
+    return cwd, cwd / "runs" / "default" / "adam" / "seed0", proc
+
+
+def test_files_and_csv(smoke_run):
+    cwd, run_dir, proc = smoke_run
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"metrics.csv", "run.json", "last.ckpt", "diagnostics.csv", "hparams.yaml"} <= names
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    table = rows(run_dir / "metrics.csv")
+    assert list(table[0]) == ["epoch", "step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "lr"]
+    assert [r["epoch"] for r in table] == ["1", "2"] and [r["step"] for r in table] == ["6", "12"]
+    assert all(0 <= float(r["val_acc"]) <= 1 and float(r["train_loss"]) > 0 for r in table)
+    assert float(table[1]["train_loss"]) < float(table[0]["train_loss"])  # it learns
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "done" and record["epochs_completed"] == 2
+    assert 0 <= record["test"]["acc"] <= 1 and record["config"]["optim"]["name"] == "adam"
+    assert record["versions"]["torch"] and record["device"] == "cpu"
+    assert "epoch   2/2" in proc.stderr and "test accuracy" in proc.stderr  # one summary line per epoch
+
+
+def test_tensorboard_tags(smoke_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run_dir, _ = smoke_run
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr/group0", "train/loss_step"} <= tags
+    assert any(t.startswith("diag/") and t.endswith("eff_lr_p50") for t in tags)
+    assert [e.step for e in acc.Scalars("val/acc")] == [6, 12]
+    csv_val = [float(r["val_acc"]) for r in rows(run_dir / "metrics.csv")]
+    assert [round(e.value, 5) for e in acc.Scalars("val/acc")] == [round(v, 5) for v in csv_val]
+
+
+def test_same_command_again_skips_finished_run(smoke_run, synthetic_data_dir):
+    cwd, run_dir, _ = smoke_run
+    before = (run_dir / "metrics.csv").read_text()
+    proc = train("--opt", "adam", "--epochs", "2", "--data-dir", str(synthetic_data_dir), *SMALL, cwd=cwd)
+    assert "already done" in proc.stderr and (run_dir / "metrics.csv").read_text() == before
+
+
+def test_resume_extends_exactly(synthetic_data_dir, tmp_path):
+    """2 epochs, then the same run to 3 epochs == 3 epochs straight (all but wall-clock)."""
+    common = ["--opt", "nesterov", "--data-dir", str(synthetic_data_dir), *SMALL]
+    train(*common, "--epochs", "3", "--experiment", "straight", cwd=tmp_path)
+    train(*common, "--epochs", "2", "--experiment", "resumed", cwd=tmp_path)
+    train(*common, "--epochs", "3", "--experiment", "resumed", cwd=tmp_path)
+    strip = lambda p: [{k: v for k, v in r.items() if k != "wall_s"} for r in rows(p)]
+    a = strip(tmp_path / "runs/straight/nesterov/seed0/metrics.csv")
+    b = strip(tmp_path / "runs/resumed/nesterov/seed0/metrics.csv")
+    assert len(a) == 3 and a == b
+
+
+def test_changed_config_refuses_checkpoint_until_restart(synthetic_data_dir, tmp_path):
+    common = ["--opt", "sgd", "--data-dir", str(synthetic_data_dir), *SMALL]
+    train(*common, "--epochs", "2", cwd=tmp_path)
+    run_dir = tmp_path / "runs/default/sgd/seed0"
+    record = json.loads((run_dir / "run.json").read_text())
+    record["status"] = "running"  # as if killed after the checkpoint
+    (run_dir / "run.json").write_text(json.dumps(record))
+    proc = train(*common, "--epochs", "2", "--lr", "0.05", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "--restart" in proc.stderr and "Traceback" not in proc.stderr
+    proc = train(*common, "--epochs", "2", "--lr", "0.05", "--restart", cwd=tmp_path)
+    assert json.loads((run_dir / "run.json").read_text())["lr"] == 0.05
+
+
+def test_help_lists_every_optimizer():
+    from torchopt_review.optim.registry import REGISTRY
+
+    proc = subprocess.run([sys.executable, "-m", "torchopt_review.train", "--help"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0
+    for name, spec in REGISTRY.items():
+        assert f"{name}  " in proc.stdout and spec.description[:30] in proc.stdout.replace("\n", " ")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tensorboard_serves_the_run(smoke_run):
+    """TensorBoard started in-process on a free localhost port lists the run and its scalar tags."""
+    from tensorboard import program
+
+    cwd, run_dir, _ = smoke_run
+    port = _free_port()
+    tb = program.TensorBoard()
+    tb.configure(argv=[None, "--logdir", str(cwd / "runs"), "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false"])
+    server = tb._make_server()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        runs: list[str] = []
+        while time.time() < deadline:
+            runs = json.loads(urllib.request.urlopen(f"{base}/data/runs", timeout=10).read())
+            if runs:
+                break
+            time.sleep(0.5)
+        assert "default/adam/seed0" in runs
+        tags = json.loads(urllib.request.urlopen(f"{base}/data/plugin/scalars/tags", timeout=10).read())
+        assert "val/acc" in tags["default/adam/seed0"]
+    finally:
+        server.shutdown()
