@@ -16,8 +16,9 @@ overlays them and ``train`` can resume or extend any of them::
 
 What it does:
 
-- **Skips finished runs**: a run whose ``run.json`` says ``done`` (with at least the requested
-  epochs) or ``diverged`` is a result already; ``--restart`` retrains everything from scratch.
+- **Skips finished runs**: a run whose ``run.json`` says ``done`` or ``diverged`` (with at least
+  the requested epochs, train.run's own rule) is a result already; ``--restart`` retrains
+  everything from scratch.
   An interrupted run resumes from its last checkpoint (``train.run`` does it). A run folder that
   holds a run of a *different* configuration stops the review before anything runs (use another
   ``--experiment``, or ``--restart``).
@@ -468,29 +469,34 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
     return None if a == b else f"{path} {a!r} -> {b!r}"
 
 
+def _normal(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))  # tuples -> lists, as in run.json
+
+
 def _stored_mismatch(cfg: RunConfig, stored: Mapping[str, Any]) -> str | None:
-    """How the configuration in a run.json differs from ``cfg`` in what changes the numbers; None if alike or unknown."""
-    conf = stored.get("config")
-    if not isinstance(conf, Mapping):
-        return None
-    try:
-        old = build_config(conf).fingerprint()
-    except Exception:  # an older schema: let train.run judge its checkpoint
-        return None
-    return _first_difference(json.loads(json.dumps(old, default=str)), json.loads(json.dumps(cfg.fingerprint(), default=str)))
+    """How the run in a run.json differs from ``cfg`` in what changes the numbers (train's
+    fingerprint); None when alike or unknown (then train.run judges its checkpoint)."""
+    old = stored.get("fingerprint")
+    if not isinstance(old, Mapping):
+        conf = stored.get("config")
+        if not isinstance(conf, Mapping):
+            return None
+        try:
+            old = build_config(conf).fingerprint()
+        except Exception:  # an older schema
+            return None
+    return _first_difference(_normal(old), _normal(cfg.fingerprint()))
 
 
 def _finished(cfg: RunConfig, stored: Mapping[str, Any] | None) -> bool:
-    if not stored:
+    """A result already, by train.run's own rule: done or diverged with at least the requested epochs."""
+    if not stored or stored.get("status") not in FINAL_STATUSES:
         return False
-    if stored.get("status") == "diverged":
-        return True  # the same seed diverges again: a result, like done
-    if stored.get("status") == "done":
-        try:
-            return int(stored.get("epochs_completed", cfg.trainer.epochs)) >= cfg.trainer.epochs
-        except (TypeError, ValueError):
-            return False
-    return False
+    asked = stored.get("epochs", stored.get("epochs_completed"))
+    try:
+        return int(asked) >= cfg.trainer.epochs
+    except (TypeError, ValueError):
+        return False
 
 
 # -- the experiment lock -------------------------------------------------------------------------
@@ -645,11 +651,10 @@ def _headline(result: Mapping[str, Any] | None) -> str:
         return ""
     parts = []
     test = result.get("test") or {}
-    if isinstance(test, Mapping):
-        for k, v in test.items():
-            if "acc" in str(k) and isinstance(v, (int, float)):
-                parts.append(f"{str(k).replace('test/', 'test_')} {v:.4f}")
-                break
+    if isinstance(test, Mapping):  # train.run: {"loss": ..., "acc": ...}
+        acc = next((v for k, v in test.items() if "acc" in str(k) and isinstance(v, (int, float))), None)
+        if acc is not None:
+            parts.append(f"test acc {100 * acc:.2f}%")
     if isinstance(result.get("wall_s"), (int, float)):
         parts.append(_fmt_s(result["wall_s"]))
     return ", ".join(parts)
@@ -755,11 +760,9 @@ class _Progress:
 
 
 def _epochs_done(info: Mapping[str, Any]) -> int | None:
-    """Epochs completed according to an on_epoch dict (train.run's ``epoch`` is 0-based)."""
-    if "epochs_completed" in info and isinstance(info["epochs_completed"], int):
-        return info["epochs_completed"]
+    """Epochs completed according to an on_epoch row (train.run's ``epoch`` counts from 1)."""
     e = info.get("epoch")
-    return e + 1 if isinstance(e, int) else None
+    return e if isinstance(e, int) and not isinstance(e, bool) else None
 
 
 def _one_line(text: str | None) -> str:
@@ -988,14 +991,20 @@ def default_workers() -> int:
 
 def _review_record(cfg: ReviewConfig, runs: list[RunConfig]) -> dict[str, Any]:
     """What ``runs/<exp>/review.json`` holds: the resolved plan, for the report and for people."""
+    base: dict[str, str] = {}
+    for label, _ in _selected(cfg):
+        for lr in cfg.lrs or [None]:
+            base[label if lr is None else _lr_label(label, lr)] = label
     labels: dict[str, Any] = {}
     for r in runs:
-        labels.setdefault(r.run_label, {"optimizer": r.optim.name, "lr": r.optim.lr, "kwargs": r.optim.kwargs,
-                                        "semantics": r.optim.semantics})
+        b = base.get(r.run_label, r.run_label)
+        labels.setdefault(r.run_label, {
+            "optimizer": r.optim.name, "lr": r.optim.lr, "kwargs": r.optim.kwargs, "semantics": r.optim.semantics,
+            "base": b, "variant": b in cfg.variants,
+        })
     return {
         "experiment": cfg.experiment, "description": cfg.description, "source": cfg.source,
         "seeds": cfg.seeds, "lrs": cfg.lrs, "runs": labels,
-        "variants": [l for l in labels if l in cfg.variants or l.split("-lr")[0] in cfg.variants],
         "overrides": merge(cfg.overrides, cfg.cli_overrides),
         "settings": runs[0].to_dict() if runs else None,
     }
