@@ -90,7 +90,7 @@ def blog_row_for(label: str, optimizer: str, lr: float | None) -> tuple[BlogRow 
         return None, ""
     if lr is not None and abs(lr - BLOG_LR) > 1e-12 * max(1.0, abs(lr)):
         return None, f"no blog number: the blog ran lr {BLOG_LR:g}, this run lr {lr:g}"
-    if label == optimizer:
+    if label == optimizer or label == f"{optimizer}-lr{lr:g}":  # the plain run, or the grid's blog-lr member
         return row, row.note
     note = f"blog row is its {row.name} run; this is variant {label!r}"
     if row.note:

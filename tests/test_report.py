@@ -1,0 +1,344 @@
+"""torchopt_review.report on fake experiments whose answers are known by construction.
+
+Each fake run writes metrics.csv / run.json (/ diagnostics.csv) exactly as the training path
+does. Final val accuracies are ``level[label] + SEED_EFFECT[seed] + noise[label][seed]``, so the
+means, the time-to-target epochs and the verdicts can be worked out by hand below.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from torchopt_review.report import write_report
+
+SEEDS = [0, 1, 2, 3, 4]
+SEED_EFFECT = [0.0030, -0.0050, 0.0010, 0.0060, -0.0020]   # shared by every optimizer: a paired design
+T975_DF4 = 2.7764451051977934                               # Student t table, 4 degrees of freedom
+WALL_PER_EPOCH = 2.0
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+NOISE = {  # per label, per seed; small next to the gaps the tests rely on
+    "sgd": [0.0, 0.0, 0.0, 0.0, 0.0],
+    "momentum": [0.0010, -0.0020, 0.0000, 0.0020, -0.0010],
+    "nesterov": [-0.0010, 0.0015, -0.0005, 0.0010, -0.0005],
+    "adagrad": [0.0, 0.0, 0.0, 0.0, 0.0],
+    "rmsprop": [0.0010, -0.0020, 0.0000, 0.0020, -0.0010],
+    "adam": [0.0005, 0.0010, -0.0015, 0.0000, 0.0005],
+    "nadam": [0.0010, -0.0015, 0.0005, -0.0010, 0.0005],
+    "adamax": [0.0, 0.0, 0.0, 0.0, 0.0],
+}
+LEVEL = {"sgd": 0.860, "momentum": 0.890, "nesterov": 0.890, "adagrad": 0.855, "rmsprop": 0.870,
+         "adam": 0.905, "nadam": 0.905, "adamax": 0.880}
+# val accuracy climbs 1 pp per epoch from this start until it meets the run's final value
+RAMP_START = {"sgd": 0.805, "adagrad": 0.805}  # the others start at 0.835
+
+
+def _train_loss(label: str, seed: int, e: int) -> float:
+    if label == "adagrad":       # stalls: flat after the first few epochs
+        return 0.38 + 0.01 * seed + 0.4 * 0.6 ** (e - 1)
+    if label == "rmsprop":       # still improving linearly at the end
+        return 0.70 + 0.01 * seed - 0.015 * e
+    return 0.20 + 0.01 * seed + 0.5 * 0.8 ** (e - 1)
+
+
+def _val_loss(label: str, seed: int, e: int) -> float:
+    if label in ("adam", "nadam"):                       # overfits: minimum at epoch 10
+        return 0.30 + 0.01 * seed + 0.002 * (e - 10) ** 2
+    spike = 0.5 if label == "rmsprop" and e in (7, 15) else 0.0
+    return 0.30 + 0.01 * seed + 0.3 * 0.7 ** (e - 1) + spike
+
+
+def write_run(root: Path, label: str, seed: int, *, optimizer: str | None = None, final: float | None = None,
+              epochs: int = 20, lr: float = 1e-3, status: str = "done", diagnostics: bool = True,
+              val_curve: list[float] | None = None, error: str | None = None) -> Path:
+    optimizer = optimizer or label
+    d = root / label / f"seed{seed}"
+    d.mkdir(parents=True)
+    if val_curve is None:
+        start = RAMP_START.get(optimizer, 0.835)
+        val_curve = [min(final, start + 0.01 * e) for e in range(1, epochs + 1)]
+    rows = []
+    for e in range(1, len(val_curve) + 1):
+        tl = _train_loss(optimizer, seed, e)
+        rows.append([e, 1688 * e, WALL_PER_EPOCH * e, tl, 1.0 - tl / 3, _val_loss(optimizer, seed, e),
+                     val_curve[e - 1], lr])
+    with (d / "metrics.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["epoch", "step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "lr"])
+        w.writerows(rows)
+    if diagnostics:
+        with (d / "diagnostics.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["epoch", "step", "param", "eff_lr_p10", "eff_lr_p50", "eff_lr_p90", "update_ratio", "grad_norm"])
+            for k, step in enumerate(range(100, 1688 * len(val_curve), 1688)):
+                for param in ("layers.0.weight", "layers.0.bias"):
+                    if optimizer == "adagrad":   # lr / sqrt(accumulated g^2): shrinks like 1/sqrt(step)
+                        eff = lr / math.sqrt(0.1 + 1e-3 * step * (1 + 0.05 * seed))
+                    else:
+                        eff = lr * (1.0 + 0.02 * ((seed + k) % 3))
+                    w.writerow([k + 1, step, param, eff / 3, eff, eff * 3, 10 * eff, 1.0])
+    cfg = {"experiment": root.name, "seed": seed, "data": {"split": "keras", "val_size": 6000},
+           "model": {"name": "blog_mlp"}, "trainer": {"epochs": epochs, "batch_size": 32, "accelerator": "cpu"},
+           "optim": {"name": optimizer, "semantics": "keras", "lr": lr, "kwargs": {}}}
+    done = status == "done"
+    info = {"status": status, "label": label, "optimizer": optimizer, "seed": seed, "lr": lr, "config": cfg,
+            "versions": {"python": "3.11.7", "torch": "2.14.1", "lightning": "2.5"}, "device": "cpu",
+            "hardware": "test box", "test": {"loss": 0.3, "acc": val_curve[-1] - 0.005} if done else None,
+            "diverged": {"epoch": len(val_curve), "step": 1688 * len(val_curve)} if status == "diverged" else None,
+            "error": error, "epochs_completed": len(val_curve), "wall_s": WALL_PER_EPOCH * len(val_curve)}
+    (d / "run.json").write_text(json.dumps(info))
+    return d
+
+
+def make_experiment(root: Path, *, level: dict[str, float] | None = None, seeds=SEEDS, diagnostics=True,
+                    extra_bad_runs: bool = True) -> Path:
+    level = {**LEVEL, **(level or {})}
+    for label, lev in level.items():
+        for s in seeds:
+            write_run(root, label, s, final=lev + SEED_EFFECT[s] + NOISE[label][s], diagnostics=diagnostics)
+    if extra_bad_runs:
+        # a diverged RMSprop run and a failed Adamax run: listed, never averaged
+        write_run(root, "rmsprop", 9, val_curve=[0.10, 0.10, 0.10], status="diverged")
+        d = root / "adamax" / "seed8"
+        d.mkdir(parents=True)
+        (d / "run.json").write_text(json.dumps({
+            "status": "failed", "label": "adamax", "optimizer": "adamax", "seed": 8, "lr": 1e-3, "config": {},
+            "versions": {}, "device": "cpu", "hardware": "", "test": None, "diverged": None,
+            "error": "Traceback ...\nRuntimeError: worker killed (out of memory)", "epochs_completed": 0, "wall_s": 0.0}))
+    return root
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def claim_verdicts(exp: Path, regime: str = "fixed") -> dict[int, str]:
+    return {int(r["claim"]): r["claim_verdict"] for r in read_csv(exp / "claims.csv") if r["regime"] == regime}
+
+
+@pytest.fixture(scope="module")
+def known(tmp_path_factory) -> Path:
+    exp = make_experiment(tmp_path_factory.mktemp("runs") / "known")
+    write_report(exp)
+    return exp
+
+
+def test_verdicts_on_a_known_experiment(known):
+    v = claim_verdicts(known)
+    assert v[1] == "supported"          # momentum = sgd + 3 pp on every seed
+    assert v[2] == "not resolved"       # nesterov = momentum +- 0.2 pp
+    assert v[3] == "supported"          # adagrad's step shrinks and its loss is flat late
+    assert v[4] == "supported"          # rmsprop = adagrad + 1.5 pp
+    assert v[5] == "supported"          # adam, nadam >= 1.5 pp above everything else
+    assert v[6] == "not resolved"       # nadam = adam +- noise
+
+
+def test_claims_csv_numbers(known):
+    rows = {r["test"]: r for r in read_csv(known / "claims.csv") if r["regime"] == "fixed"}
+    one = rows["1"]
+    # momentum - sgd = 0.03 + momentum noise (mean 0): mean diff 0.03 exactly, over 5 pairs
+    assert int(one["n"]) == 5 and float(one["mean_diff"]) == pytest.approx(0.03, abs=1e-12)
+    d = np.array(NOISE["momentum"])          # the differences minus 0.03
+    sd = math.sqrt(np.sum(d ** 2) / 4)       # noise has mean 0
+    assert float(one["d_z"]) == pytest.approx(0.03 / sd, rel=1e-6)
+    assert int(one["wins"]) == 5
+    # 7 tests in the Holm family (1, 2, 3a, 3b, 4, 5, 6): the smallest p is multiplied by 7 at most
+    fam = [r for r in rows.values() if r["role"] == "test" and r["p_family"]]
+    assert len(fam) == 7
+    for r in fam:
+        assert float(r["p_holm"]) >= float(r["p_family"]) - 1e-15
+    # claim 5 is intersection-union over adam/nadam x 6 others
+    comps = [r for r in rows.values() if r["role"] == "component"]
+    assert len(comps) == 12
+    assert float(rows["5"]["p_family"]) == pytest.approx(max(float(r["p_t"]) for r in comps))
+    # claim 2's CI lies within +-1 pp -> the report says so
+    assert -0.01 < float(rows["2"]["ci_low"]) and float(rows["2"]["ci_high"]) < 0.01
+
+
+def test_summary_csv_against_hand_computed_means(known):
+    rows = {r["label"]: r for r in read_csv(known / "summary.csv")}
+    sgd = rows["sgd"]
+    # 0.860 + seed effects (0.003, -0.005, 0.001, 0.006, -0.002): mean 0.8606;
+    # deviations 0.0024, -0.0056, 0.0004, 0.0054, -0.0026 -> sum of squares 7.32e-5 -> var 1.83e-5
+    assert float(sgd["final_val_acc_mean"]) == pytest.approx(0.8606, abs=1e-12)
+    assert float(sgd["final_val_acc_std"]) == pytest.approx(math.sqrt(7.32e-5 / 4), rel=1e-9)
+    half = T975_DF4 * math.sqrt(7.32e-5 / 4) / math.sqrt(5)
+    assert float(sgd["final_val_acc_ci_low"]) == pytest.approx(0.8606 - half, rel=1e-9)
+    assert float(sgd["final_val_acc_ci_high"]) == pytest.approx(0.8606 + half, rel=1e-9)
+    assert int(sgd["final_val_acc_n"]) == 5
+    # test acc = final val acc - 0.005 in run.json
+    assert float(sgd["test_acc_mean"]) == pytest.approx(0.8556, abs=1e-12)
+    # time per epoch = 2 s; best val acc at the last epoch for the ramp curves
+    assert float(sgd["time_per_epoch_mean"]) == pytest.approx(2.0)
+    # final train loss for sgd (generic curve): 0.20 + 0.01*seed + 0.5*0.8^19, seeds 0..4 -> mean seed 2
+    assert float(sgd["final_train_loss_mean"]) == pytest.approx(0.22 + 0.5 * 0.8 ** 19, rel=1e-9)
+    # the diverged rmsprop seed 9 (val acc 0.10) is excluded: mean = 0.870 + 0.0006 + 0 (noise mean 0)
+    rms = rows["rmsprop"]
+    assert float(rms["final_val_acc_mean"]) == pytest.approx(0.8706, abs=1e-12)
+    assert (rms["n_runs"], rms["n_used"], rms["n_diverged"]) == ("6", "5", "1")
+    ada = rows["adamax"]
+    assert (ada["n_runs"], ada["n_used"], ada["n_failed"]) == ("6", "5", "1")
+    # blog columns come from the blog's table (momentum: val acc 88.47 %)
+    assert float(rows["momentum"]["blog_val_acc"]) == pytest.approx(0.8847)
+
+
+def test_time_to_target(known):
+    rows = {r["label"]: r for r in read_csv(known / "summary.csv")}
+    sgd = rows["sgd"]
+    # ramp 0.805 + 0.01 e: 0.845 at epoch 4, 0.855 at epoch 5 -> 85 % at epoch 5, 10 s; 88 % never
+    assert float(sgd["epochs_to_85_mean"]) == pytest.approx(5.0) and sgd["epochs_to_85_n"] == "5"
+    assert float(sgd["wall_to_85_mean"]) == pytest.approx(10.0)
+    assert sgd["epochs_to_88_n"] == "0" and sgd["epochs_to_88_mean"] == ""
+    # adamax finals 0.883, 0.875, 0.881, 0.886, 0.878: seeds 0, 2, 3 reach 88 %, at epoch 5 (ramp 0.885)
+    ada = rows["adamax"]
+    assert ada["epochs_to_88_n"] == "3" and float(ada["epochs_to_88_mean"]) == pytest.approx(5.0)
+    md = (known / "report.md").read_text()
+    assert "not reached (0/5)" in md
+    assert "3/5 reached" in md
+
+
+def test_failed_and_diverged_runs_are_listed(known):
+    md = (known / "report.md").read_text()
+    section = md.split("## Runs that diverged, failed or are incomplete")[1].split("\n## ")[0]
+    assert "| rmsprop | 9 | diverged | epoch 3, step 5064 |" in section
+    assert "| adamax | 8 | failed |" in section and "worker killed (out of memory)" in section
+    assert "| sgd |" not in section
+
+
+def test_observations_in_numbers(known):
+    rows = {r["label"]: r for r in read_csv(known / "summary.csv")}
+    # rmsprop's spikes: +0.5 at epochs 7 and 15 on a falling curve -> the largest jump is just under 0.5
+    jump = float(rows["rmsprop"]["max_val_loss_jump_mean"])
+    base15 = 0.3 * 0.7 ** 14 - 0.3 * 0.7 ** 13          # the smooth part's change into epoch 15
+    base7 = 0.3 * 0.7 ** 6 - 0.3 * 0.7 ** 5
+    assert jump == pytest.approx(0.5 + max(base15, base7), rel=1e-9)
+    assert float(rows["rmsprop"]["val_loss_spikes_mean"]) == pytest.approx(2.0)
+    # adam: val loss 0.30 + 0.002 (e - 10)^2 -> minimum at epoch 10, +0.2 by epoch 20
+    assert float(rows["adam"]["min_val_loss_epoch_mean"]) == pytest.approx(10.0)
+    assert float(rows["adam"]["val_loss_rise_mean"]) == pytest.approx(0.2)
+
+
+def test_pngs_written_and_embedded(known):
+    md = (known / "report.md").read_text()
+    for name in ("train_loss.png", "validation.png", "pairings.png", "effective_lr.png", "test_acc.png"):
+        data = (known / name).read_bytes()
+        assert data[:8] == PNG_MAGIC, name
+        assert len(data) > 10_000, name
+        assert f"]({name})" in md, name
+    assert not (known / "lr_sweep.png").exists()   # no lr grid here
+
+
+def test_report_shows_setup_and_blog_numbers(known):
+    md = (known / "report.md").read_text()
+    assert "torch 2.14.1" in md and "test box" in md
+    assert "Seeds: 0, 1, 2, 3, 4, 8, 9" in md
+    mom = md.split("### momentum")[1].split("\n### ")[0]
+    assert "| 88.47 |" in mom          # the blog's val acc at epoch 20 beside ours
+    assert "momentum 0.99" in mom      # the blog's text/code note
+
+
+def test_contradicted_when_nadam_is_much_worse(tmp_path):
+    exp = make_experiment(tmp_path / "worse", level={"nadam": 0.905 - 0.04}, extra_bad_runs=False)
+    write_report(exp, plots=False)
+    assert not list(exp.glob("*.png"))
+    v = claim_verdicts(exp)
+    assert v[6] == "contradicted"      # nadam 4 pp below adam on every seed
+    assert v[5] == "contradicted"      # nadam (0.865) is beaten by momentum, nesterov, rmsprop, adamax
+    assert v[1] == "supported"
+
+
+def test_single_seed_is_not_resolved(tmp_path):
+    exp = make_experiment(tmp_path / "one", seeds=[0], extra_bad_runs=False, diagnostics=False)
+    write_report(exp, plots=False)
+    v = claim_verdicts(exp)
+    assert all(x == "not resolved (n<2)" for x in v.values()), v
+    md = (exp / "report.md").read_text()
+    assert "not resolved (n<2)" in md
+    rows = {r["label"]: r for r in read_csv(exp / "summary.csv")}
+    assert float(rows["sgd"]["final_val_acc_mean"]) == pytest.approx(0.863)   # 0.860 + 0.003
+    assert rows["sgd"]["final_val_acc_std"] == ""
+
+
+def test_without_diagnostics_claim3_uses_the_loss_and_plot_is_skipped(tmp_path):
+    exp = make_experiment(tmp_path / "nodiag", diagnostics=False, extra_bad_runs=False)
+    write_report(exp)
+    assert not (exp / "effective_lr.png").exists()
+    md = (exp / "report.md").read_text()
+    assert "Skipped: no run in the fixed-lr regime has a diagnostics.csv" in md
+    rows = {r["test"]: r for r in read_csv(exp / "claims.csv")}
+    assert rows["3a"]["test_verdict"] == "not tested"
+    assert rows["3b"]["test_verdict"] == "supported"
+    assert claim_verdicts(exp)[3] == "supported"
+
+
+def test_tuned_regime_is_kept_apart(tmp_path):
+    exp = tmp_path / "grid"
+    # val acc level per (optimizer, lr); sgd is best at 0.1, adam at 0.001
+    grid = {("sgd", 0.01): 0.870, ("sgd", 0.1): 0.885, ("sgd", 0.001): 0.860,
+            ("adam", 0.001): 0.900, ("adam", 0.01): 0.880}
+    for (opt, lr), lev in grid.items():
+        for s in SEEDS:
+            write_run(exp, f"{opt}-lr{lr:g}", s, optimizer=opt, lr=lr, final=lev + SEED_EFFECT[s] + NOISE[opt][s],
+                      diagnostics=False)
+    write_report(exp)
+    md = (exp / "report.md").read_text()
+    tuned = md.split("## Tuned-lr regime")[1]
+    assert "**0.1** (chosen)" in tuned and "**0.001** (chosen)" in tuned
+    assert "3 lrs (0.001, 0.01, 0.1)" in tuned
+    assert (exp / "lr_sweep.png").read_bytes()[:8] == PNG_MAGIC
+    # the fixed regime is the blog-lr members only: sgd at 1e-3 (0.860) vs adam 1e-3 (0.900)
+    overview = md.split("## Fixed-lr regime: overview")[1].split("\n## ")[0]
+    assert "sgd-lr0.001" in overview and "sgd-lr0.1" not in overview
+    rows = {r["label"]: r for r in read_csv(exp / "summary.csv")}
+    assert rows["sgd-lr0.1"]["regime"] == "lr-grid" and rows["sgd-lr0.001"]["regime"] == "fixed+lr-grid"
+    assert {r["regime"] for r in read_csv(exp / "claims.csv")} == {"fixed", "tuned"}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "torchopt_review.report", *args], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+
+
+def test_cli_missing_and_empty_dir_exit_2(tmp_path):
+    for target in (tmp_path / "nope", tmp_path):
+        p = _cli(str(target))
+        assert p.returncode == 2, p.stderr
+        assert "Traceback" not in p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1 and p.stderr.startswith("error: ")
+        assert p.stdout == ""
+
+
+def test_cli_success_prints_one_line_and_imports_no_torch(tmp_path):
+    exp = make_experiment(tmp_path / "cli", seeds=[0, 1], extra_bad_runs=False, diagnostics=False)
+    code = ("import sys, runpy; sys.argv = ['report', sys.argv[1]]\n"
+            "try:\n    runpy.run_module('torchopt_review.report', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+            "print('torch loaded' if 'torch' in sys.modules else 'no torch')")
+    p = subprocess.run([sys.executable, "-c", code, str(exp)], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert lines == [f"report written to {exp / 'report.md'}", "no torch"]
+
+
+def test_optimizer_order_matches_the_registry():
+    # read the registry's entries from its source, so this needs neither torch nor the optimizers
+    import ast
+
+    from torchopt_review.blog import BLOG_TABLE, OPTIMIZER_ORDER
+
+    src = (Path(__file__).resolve().parents[1] / "torchopt_review" / "optim" / "registry.py").read_text()
+    names = [node.args[0].value for node in ast.walk(ast.parse(src))
+             if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "OptimizerSpec"
+             and node.args and isinstance(node.args[0], ast.Constant)]
+    assert list(OPTIMIZER_ORDER) == names
+    assert set(BLOG_TABLE) == set(OPTIMIZER_ORDER)
