@@ -1,0 +1,778 @@
+"""Shared machinery of the optimizer library: flat buckets, kernel dispatch, doc fragments.
+
+Every optimizer in :mod:`torchopt_review.optim` is a :class:`FlatOptimizer`.  A step goes:
+
+1. For each param group, the params that have a gradient are bucketed by
+   ``(device, dtype, phase)`` -- ``phase`` is what the update depends on besides the
+   tensors (the ``step`` count, whether a momentum buffer exists yet), so every param
+   of a bucket takes the same update.
+2. Each bucket owns one flat, contiguous buffer per state key; ``optimizer.state[p][key]``
+   is a view of its slice, so ``state_dict()`` keeps torch's layout.
+3. A bucket is updated by *one* call: the C kernel in ``csrc/kernels.c`` (CPU, float32 and
+   float64) which receives arrays of param / grad pointers, or the same update written in
+   torch ops over flat tensors (other devices and dtypes, or when no C compiler works).
+4. Anything the fast path cannot take (``fused=False``, ``differentiable``, ``capturable``,
+   sparse or complex tensors, non-dense layouts) runs the module's readable single-tensor
+   reference kernel -- the ground truth the fast path is tested against.
+
+Bucket layouts are cached per group and rebuilt when a param's identity, storage, device
+or dtype changes (``model.to()``), when the set of params with gradients changes, after
+``load_state_dict`` and after unpickling.  Per-step scalars (lr, bias corrections) are
+computed in Python as doubles, so an lr scheduler never triggers a rebuild.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import operator
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor
+
+__all__ = ["FlatOptimizer", "load_kernels", "SEMANTICS"]
+
+SEMANTICS = ("torch", "keras")
+
+# --------------------------------------------------------------------------------------
+# Doc fragments shared by the six classes (spliced into their docstrings with .format).
+# --------------------------------------------------------------------------------------
+
+DOC_PARAMS = r"""params (iterable): iterable of parameters or named parameters to optimize,
+            or dicts defining parameter groups."""
+
+DOC_FLAGS = r"""foreach (bool, optional): accepted for compatibility with ``torch.optim``; every
+            path here already updates a whole (device, dtype) bucket at once, so it only
+            matters for validation (``foreach=True`` with ``fused=True`` is an error, as in
+            torch). (default: None)
+        maximize (bool, optional): maximize the objective with respect to the params,
+            instead of minimizing. (default: False)
+        differentiable (bool, optional): whether autograd should occur through the
+            optimizer step; runs the single-tensor reference kernel under autograd.
+            (default: False)"""
+
+DOC_CAPTURABLE = r"""capturable (bool, optional): keep ``step`` on the param's device and avoid host
+            synchronization, so the step can be captured in a CUDA graph; runs the
+            single-tensor reference kernel. (default: False)"""
+
+DOC_FUSED = r"""fused (bool, optional): ``None`` uses the fused flat-bucket path where it can
+            (a compiled C kernel on CPU for float32/float64, flat torch ops elsewhere) and the
+            reference kernel for the rest; ``False`` always runs the readable single-tensor
+            reference kernel; ``True`` requires the fused path and raises where it cannot
+            be taken. (default: None)"""
+
+DOC_SEMANTICS = r"""semantics (str, optional): ``"torch"`` computes what ``torch.optim`` computes;
+            ``"keras"`` computes Keras 3's update (see "Differences from Keras / torch").
+            Hyperparameter defaults stay torch's in both. (default: "torch")"""
+
+DOC_KERAS_COMMON = r"""Under ``semantics="keras"`` weight decay is decoupled (``w <- w - lr*wd*w``
+        before the update, Keras 3 ``base_optimizer.py`` ``_apply_weight_decay``, lines
+        952-959, called before ``update_step`` at lines 587-594), bias corrections use one
+        step counter per optimizer (Keras's ``iterations``, advanced once per ``apply``),
+        saved in ``state_dict()["global_state"]``."""
+
+
+_FRAGMENTS = {"{params}": DOC_PARAMS, "{flags}": DOC_FLAGS, "{capturable}": DOC_CAPTURABLE,
+              "{fused}": DOC_FUSED, "{semantics}": DOC_SEMANTICS,
+              "{keras_common}": DOC_KERAS_COMMON}
+
+
+def fill_doc(text: str) -> str:
+    """Splice the shared fragments (``{params}``, ``{fused}``, ...) into a docstring."""
+    for key, value in _FRAGMENTS.items():
+        text = text.replace(key, value)
+    return text
+
+
+# --------------------------------------------------------------------------------------
+# The C kernels: compiled once per (source, compiler, CPU) into a cache dir, loaded by ctypes.
+# --------------------------------------------------------------------------------------
+
+_KERNEL_SOURCE = Path(__file__).with_name("csrc") / "kernels.c"
+_KERNEL_NAMES = ("sgd", "adagrad", "rmsprop", "adam", "nadam", "adamax")
+_CFLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-fopenmp-simd", "-std=gnu99",
+           "-shared", "-fPIC"]
+
+_ext_lock = threading.Lock()
+_ext_state: dict[str, Any] = {"tried": False, "lib": None, "warned": False}
+
+
+class _Kernels:
+    """The loaded shared library: ``fn(name, dtype)`` -> ctypes function."""
+
+    def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
+        self.lib = lib
+        self.path = path
+        self._fns: dict[tuple[str, torch.dtype], Any] = {}
+        argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        for name in _KERNEL_NAMES:
+            for dtype, suffix in ((torch.float32, "f32"), (torch.float64, "f64")):
+                fn = getattr(lib, f"{name}_{suffix}")
+                fn.argtypes = argtypes
+                fn.restype = None
+                self._fns[(name, dtype)] = fn
+
+    def fn(self, name: str, dtype: torch.dtype):
+        return self._fns.get((name, dtype))
+
+
+def _cache_dir() -> Path:
+    env = os.environ.get("TORCHOPT_REVIEW_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "torchopt_review"
+
+
+def _cpu_signature() -> str:
+    """The CPU model and feature flags: ``-march=native`` output is only valid on the same CPU."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+    except OSError:
+        return platform.processor()
+    keep = [ln for ln in lines if ln.split(":")[0].strip() in ("model name", "flags", "Features",
+                                                                "CPU part")]
+    return "\n".join(sorted(set(keep)))
+
+
+def _compiler_id(cc: str) -> str:
+    out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
+    if out.returncode != 0:
+        raise OSError(f"{cc} --version failed")
+    return out.stdout
+
+
+def _warn_fallback(reason: str) -> None:
+    if not _ext_state["warned"]:
+        _ext_state["warned"] = True
+        warnings.warn(
+            "torchopt_review: the C optimizer kernels are not available "
+            f"({reason}); CPU steps use flat torch ops instead (correct, slower). "
+            "Install a C compiler (cc) to get the fast path.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _build(cc: str, out: Path, native: bool) -> None:
+    flags = _CFLAGS + (["-march=native"] if native else [])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Compile to a private temp name, then rename: concurrent processes never see a half file.
+    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        res = subprocess.run([cc, *flags, "-o", tmp, str(_KERNEL_SOURCE)],
+                             capture_output=True, text=True, timeout=120)
+        if res.returncode != 0:
+            raise OSError(res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "cc failed")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_kernels() -> _Kernels | None:
+    """Compile (once per cache key) and load the C kernels; ``None`` if that is impossible.
+
+    The cache key hashes the kernel source, the compiler's ``--version``, the machine and the
+    CPU's model and flags.  ``TORCHOPT_REVIEW_NO_EXT=1`` disables the kernels,
+    ``TORCHOPT_REVIEW_CACHE`` moves the cache (default ``~/.cache/torchopt_review``),
+    ``CC`` picks the compiler.  Failure emits one warning per process.
+    """
+    if _ext_state["tried"]:
+        return _ext_state["lib"]
+    with _ext_lock:
+        if _ext_state["tried"]:
+            return _ext_state["lib"]
+        lib = None
+        try:
+            if os.environ.get("TORCHOPT_REVIEW_NO_EXT", "") not in ("", "0"):
+                raise OSError("disabled by TORCHOPT_REVIEW_NO_EXT")
+            if sys.byteorder != "little" or ctypes.sizeof(ctypes.c_void_p) != 8:
+                raise OSError("unsupported platform")
+            cc = os.environ.get("CC", "cc")
+            source = _KERNEL_SOURCE.read_bytes()
+            cid = _compiler_id(cc)
+            last_err: Exception | None = None
+            for native in (True, False):
+                key = hashlib.sha256(b"\0".join([
+                    source, cid.encode(), platform.machine().encode(),
+                    _cpu_signature().encode() if native else b"generic",
+                    " ".join(_CFLAGS).encode(), b"native" if native else b"",
+                ])).hexdigest()[:20]
+                path = _cache_dir() / f"kernels-{key}.so"
+                try:
+                    if not path.exists():
+                        _build(cc, path, native)
+                    handle = ctypes.CDLL(str(path))
+                    if handle.torchopt_kernels_abi_version() != 1:
+                        raise OSError("ABI mismatch")
+                    lib = _Kernels(handle, path)
+                    break
+                except (OSError, subprocess.SubprocessError) as err:
+                    last_err = err
+            if lib is None:
+                raise OSError(str(last_err))
+        except (OSError, subprocess.SubprocessError, FileNotFoundError) as err:
+            _warn_fallback(str(err))
+            lib = None
+        _ext_state["lib"] = lib
+        _ext_state["tried"] = True
+        return lib
+
+
+# --------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------
+
+
+def _is_dense(t: Tensor) -> bool:
+    """Non-overlapping and dense: its elements fill ``numel`` consecutive slots of memory."""
+    if t.is_contiguous():
+        return True
+    expected = 1
+    for size, stride in sorted(zip(t.shape, t.stride()), key=lambda s: s[1]):
+        if size == 1:
+            continue
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _flat_view(t: Tensor) -> Tensor:
+    """A 1-D view over the memory of a dense tensor (in memory order)."""
+    if t.is_contiguous():
+        return t.view(-1)
+    return t.as_strided((t.numel(),), (1,))
+
+
+def _scalar(x: Any) -> Any:
+    """A hyperparameter that may be a 1-element tensor, as a Python number."""
+    return x.item() if isinstance(x, Tensor) else x
+
+
+def check_lr(lr: Any) -> None:
+    if isinstance(lr, Tensor) and lr.numel() != 1:
+        raise ValueError("Tensor lr must be 1-element")
+    if not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
+
+
+def check_betas(betas: Any) -> None:
+    if not 0.0 <= betas[0] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+    if not 0.0 <= betas[1] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+
+
+def check_nonneg(name: str, value: Any) -> None:
+    if not 0.0 <= value:
+        raise ValueError(f"Invalid {name} value: {value}")
+
+
+class _Bucket:
+    """Params of one group sharing (device, dtype, phase), with their flat state buffers."""
+
+    __slots__ = ("params", "idx", "numels", "total", "device", "dtype", "phase", "flat",
+                 "scalars", "pending", "contiguous", "strides", "c_fn", "c_P", "c_G", "c_N",
+                 "c_S", "pflat", "pviews", "gscratch", "work", "extra")
+
+    def __init__(self) -> None:
+        self.extra: dict[str, Any] = {}
+
+
+class _GroupPlan:
+    __slots__ = ("group", "version", "params", "pptrs", "mask", "buckets", "reference")
+
+
+# --------------------------------------------------------------------------------------
+# The base class
+# --------------------------------------------------------------------------------------
+
+
+class FlatOptimizer(torch.optim.Optimizer):
+    """Base class: bucketing, flat state, kernel dispatch and the keras/torch plumbing.
+
+    Subclasses define:
+
+    * ``_kernel`` -- the C kernel's name in ``csrc/kernels.c``;
+    * ``_flat_keys(group)`` -- full-size state keys, in the kernel's ``S`` order;
+    * ``_scalar_keys`` -- 0-d per-param state (``step``, ``mu_product``), kept in one small
+      float32 buffer per bucket;
+    * ``_init_state(group, p, state)`` -- torch's lazy state initialisation;
+    * ``_phase(group, state)`` -- what must be equal for params to share one update;
+    * ``_coefficients(group, bucket)`` -> ``(H, F)``: per-step doubles and flags for the
+      kernels (it also advances the bucket's scalar state);
+    * ``_flat_torch(group, p, g, S, H, F, work)`` -- the fused update in torch ops over flat
+      tensors (``S`` maps state key -> flat buffer; ``g`` is a scratch copy of the grads
+      that may be overwritten; ``work`` a second scratch buffer if ``_workspace``);
+    * ``_reference(group, p, grad, state)`` -- the single-tensor reference kernel.
+    """
+
+    _kernel: str = ""
+    _scalar_keys: tuple[str, ...] = ("step",)
+    _supports_sparse: bool = False
+    _sparse_error: str = "does not support sparse gradients"
+    _workspace: bool = False  # whether _flat_torch needs a second full-size scratch buffer
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        semantics = defaults.get("semantics", "torch")
+        if semantics not in SEMANTICS:
+            raise ValueError(f"Invalid semantics: {semantics!r} (expected 'torch' or 'keras')")
+        fused, foreach = defaults.get("fused"), defaults.get("foreach")
+        if fused not in (None, True, False):
+            raise ValueError(f"Invalid fused value: {fused!r} (expected None, True or False)")
+        super().__init__(params, defaults)
+        if fused:
+            if defaults.get("differentiable"):
+                raise RuntimeError("`fused` does not support `differentiable`")
+            if foreach:
+                raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+            if defaults.get("capturable"):
+                raise RuntimeError(
+                    "`fused=True` does not support `capturable=True` in torchopt_review; "
+                    "use fused=None or fused=False with capturable=True"
+                )
+        self._init_runtime()
+
+    # ---------------------------------------------------------------- runtime bookkeeping
+
+    def _init_runtime(self) -> None:
+        self._plans: dict[int, _GroupPlan] = {}
+        self._version = 0
+        if not hasattr(self, "_global_state"):
+            self._global_state = {"step": 0}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_global_state"] = dict(self._global_state)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        # A group loaded from torch.optim lacks our keys: fill them from our defaults.
+        for group in self.param_groups:
+            for key in ("semantics", "fused"):
+                group.setdefault(key, self.defaults.get(key))
+            self._setdefault_group(group)
+        if "_global_state" not in self.__dict__:
+            self._global_state = {"step": 0}
+        self._init_runtime_after_load()
+
+    def _setdefault_group(self, group: dict[str, Any]) -> None:
+        """Hook: subclasses fill group keys an older/torch state may lack."""
+        for key, value in self.defaults.items():
+            group.setdefault(key, value)
+
+    def _init_runtime_after_load(self) -> None:
+        self._plans = {}
+        self._version = getattr(self, "_version", 0) + 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's layout plus ``"global_state"`` (the Keras-style step counter and products).
+
+        ``torch.optim`` ignores the extra key, so the dict loads there too.
+        """
+        sd = super().state_dict()
+        sd["global_state"] = dict(self._global_state)
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        glob = state_dict.get("global_state")
+        super().load_state_dict(state_dict)
+        if glob is not None:
+            self._global_state = dict(glob)
+        else:
+            self._global_state = self._derive_global_state()
+        self._plans = {}
+        self._version += 1
+
+    def _derive_global_state(self) -> dict[str, Any]:
+        """Global state for a state dict saved by torch.optim: the largest per-param step."""
+        steps = [float(s["step"]) for s in self.state.values() if "step" in s]
+        return {"step": int(max(steps, default=0))}
+
+    # ---------------------------------------------------------------- step
+
+    def _begin_step(self) -> None:
+        """Hook run once per step() that has gradients, after the global step is advanced."""
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """Perform a single optimization step.
+
+        Args:
+            closure (Callable, optional): a closure that reevaluates the model and returns
+                the loss; it runs once, under ``torch.enable_grad()``.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        with torch.set_grad_enabled(bool(self.defaults.get("differentiable", False))):
+            if any(p.grad is not None for g in self.param_groups for p in g["params"]):
+                self._global_state["step"] = int(self._global_state.get("step", 0)) + 1
+                self._begin_step()
+            for group in self.param_groups:
+                self._step_group(group)
+        return loss
+
+    def _use_reference(self, group: dict[str, Any]) -> bool:
+        return (group.get("fused") is False or bool(group.get("differentiable"))
+                or bool(group.get("capturable")))
+
+    def _step_group(self, group: dict[str, Any]) -> None:
+        params = group["params"]
+        if self._use_reference(group):
+            self._reference_step(group, [p for p in params if p.grad is not None])
+            return
+        plan = self._plans.get(id(group))
+        grads = [p.grad for p in params]
+        if (plan is None or plan.group is not group or plan.version != self._version
+                or len(plan.params) != len(params)
+                or not all(map(operator.is_, params, plan.params))
+                or [p.data_ptr() for p in params] != plan.pptrs
+                or [g is not None for g in grads] != plan.mask):
+            plan = self._build_plan(group, params, grads)
+        for bucket in plan.buckets:
+            bgrads = [grads[i] for i in bucket.idx]
+            if not self._run_bucket(group, bucket, bgrads):
+                # A grad this bucket's kernel cannot read (sparse, other layout): take the
+                # reference path for these params and rebuild the layout next step.
+                self._reference_step(group, bucket.params)
+                self._plans.pop(id(group), None)
+        if plan.reference:
+            self._reference_step(group, plan.reference)
+
+    # ---------------------------------------------------------------- reference path
+
+    def _ensure_state(self, group: dict[str, Any], p: Tensor) -> dict[str, Any]:
+        """``self.state[p]``, lazily initialised; not inserted while it stays empty (as torch)."""
+        state = self.state.get(p)
+        if not state:
+            state = {}
+            self._init_state(group, p, state)
+            if state:
+                self.state[p] = state
+        return state
+
+    def _reference_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        for p in params:
+            grad = p.grad
+            if grad.is_sparse:
+                if not self._supports_sparse or group.get("fused"):
+                    raise RuntimeError(f"{type(self).__name__} {self._sparse_error}")
+            state = self._ensure_state(group, p)
+            self._reference(group, p, grad, state)
+            if state and p not in self.state:
+                self.state[p] = state
+
+    # ---------------------------------------------------------------- plan (bucket layout)
+
+    def _fast_eligible(self, group: dict[str, Any], p: Tensor, g: Tensor) -> bool:
+        if g.is_sparse:
+            if not self._supports_sparse or group.get("fused"):
+                raise RuntimeError(f"{type(self).__name__} {self._sparse_error}")
+            return False
+        ok = (p.is_floating_point() and _is_dense(p) and g.layout == torch.strided
+              and g.stride() == p.stride())
+        if not ok and group.get("fused"):
+            raise RuntimeError(
+                f"{type(self).__name__}(fused=True) cannot take this parameter "
+                f"(dtype={p.dtype}, shape={tuple(p.shape)}, complex or non-dense layout or "
+                "a gradient whose strides differ from the parameter's); use fused=None"
+            )
+        return ok
+
+    def _build_plan(self, group: dict[str, Any], params: list[Tensor],
+                    grads: list[Tensor | None]) -> _GroupPlan:
+        old = self._plans.get(id(group))
+        old_buckets = {}
+        if old is not None and old.group is group and old.version == self._version:
+            old_buckets = {tuple(map(id, b.params)): b for b in old.buckets}
+
+        keyed: dict[Any, list[int]] = {}
+        reference: list[Tensor] = []
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if g is None:
+                continue
+            state = self._ensure_state(group, p)
+            if self._fast_eligible(group, p, g):
+                key = (p.device, p.dtype, self._phase(group, state))
+                keyed.setdefault(key, []).append(i)
+            else:
+                reference.append(p)
+
+        buckets = []
+        kept = set()
+        for (device, dtype, phase), idx in keyed.items():
+            members = [params[i] for i in idx]
+            reuse = old_buckets.get(tuple(map(id, members)))
+            if reuse is not None and reuse.phase == phase and self._bucket_owns_state(reuse):
+                reuse.idx = idx
+                buckets.append(reuse)
+                kept.add(id(reuse))
+            else:
+                buckets.append(self._make_bucket(group, members, idx, device, dtype, phase))
+        # Buckets that were not kept: give their remaining members independent state, so the
+        # old flat buffers are freed (state memory never exceeds torch's).
+        for b in old_buckets.values():
+            if id(b) not in kept:
+                for p in b.params:
+                    st = self.state.get(p)
+                    if st is None:
+                        continue
+                    for k, v in list(st.items()):
+                        if isinstance(v, Tensor) and v._base is not None and any(
+                                v._base is f for f in self._bucket_storages(b)):
+                            st[k] = v.clone()
+
+        plan = _GroupPlan()
+        plan.group = group
+        plan.version = self._version
+        plan.params = list(params)
+        plan.pptrs = [p.data_ptr() for p in params]
+        plan.mask = [g is not None for g in grads]
+        plan.buckets = buckets
+        plan.reference = reference
+        self._plans[id(group)] = plan
+        return plan
+
+    @staticmethod
+    def _bucket_storages(b: _Bucket) -> list[Tensor]:
+        return [*b.flat.values(), *b.scalars.values()]
+
+    def _bucket_owns_state(self, b: _Bucket) -> bool:
+        for i, p in enumerate(b.params):
+            st = self.state.get(p, {})
+            for k, buf in (*b.flat.items(), *b.scalars.items()):
+                if k in b.pending:
+                    continue
+                v = st.get(k)
+                if v is None or v._base is not buf:
+                    return False
+        return True
+
+    def _make_bucket(self, group: dict[str, Any], members: list[Tensor], idx: list[int],
+                     device: torch.device, dtype: torch.dtype, phase: Any) -> _Bucket:
+        b = _Bucket()
+        b.params, b.idx, b.device, b.dtype, b.phase = members, idx, device, dtype, phase
+        b.numels = [p.numel() for p in members]
+        b.total = sum(b.numels)
+        b.contiguous = all(p.is_contiguous() for p in members)
+        b.strides = [p.stride() for p in members]
+        states = [self.state.get(p, {}) for p in members]
+
+        # Full-size state: one flat buffer per key; each param's state is a view with the
+        # param's own strides (torch's preserve_format).
+        b.flat, b.pending = {}, set()
+        for key in self._flat_keys(group):
+            have = [key in st for st in states]
+            if any(have) and not all(have):  # cannot happen with a correct _phase
+                raise AssertionError(f"inconsistent state key {key!r} in one bucket")
+            buf = torch.empty(b.total, device=device, dtype=dtype)
+            off = 0
+            for p, st, n in zip(members, states, b.numels):
+                view = buf[off:off + n].as_strided(p.shape, p.stride(), off)
+                if have[0]:
+                    view.copy_(st[key])
+                    st[key] = view
+                off += n
+            if not have[0]:
+                b.pending.add(key)  # the kernel initialises it on this bucket's first step
+            b.flat[key] = buf
+        # 0-d per-param state (step, mu_product): one small float32 buffer, 0-d views into it.
+        b.scalars = {}
+        for key in self._scalar_keys:
+            if not all(key in st for st in states):
+                continue
+            src = [st[key] for st in states]
+            sdev = src[0].device
+            buf = torch.tensor([float(s) for s in src], dtype=torch.float32, device=sdev)
+            for j, st in enumerate(states):
+                st[key] = buf[j]
+            b.scalars[key] = buf
+
+        b.c_fn = None
+        b.pflat = None
+        b.gscratch = None
+        b.work = None
+        kernels = load_kernels() if device.type == "cpu" and self._kernel else None
+        if kernels is not None and os.environ.get("TORCHOPT_REVIEW_FORCE_TORCH_OPS", "") in ("", "0"):
+            b.c_fn = kernels.fn(self._kernel, dtype)
+        if b.c_fn is not None:
+            n = len(members)
+            b.c_P = (ctypes.c_void_p * n)(*[p.data_ptr() for p in members])
+            b.c_G = (ctypes.c_void_p * n)()
+            b.c_N = (ctypes.c_int64 * n)(*b.numels)
+            self._refresh_state_ptrs(group, b)
+        else:
+            self._prepare_torch_ops(b)
+        return b
+
+    def _refresh_state_ptrs(self, group: dict[str, Any], b: _Bucket) -> None:
+        slots = self._c_slots(group)
+        ptrs = [b.flat[k].data_ptr() if k is not None else 0 for k in slots] + [0]
+        b.c_S = (ctypes.c_void_p * len(ptrs))(*ptrs)
+
+    def _c_slots(self, group: dict[str, Any]) -> tuple[str | None, ...]:
+        """The C kernel's ``S`` array: state keys by slot (``None`` for an unused slot)."""
+        return self._flat_keys(group)
+
+    def _prepare_torch_ops(self, b: _Bucket) -> None:
+        members = b.params
+        # If the params already are consecutive slices of one storage, update them through
+        # one flat alias; otherwise gather into a scratch buffer and scatter back.
+        p0 = members[0]
+        flat_ok = True
+        expect = p0.data_ptr()
+        item = p0.element_size()
+        sptr = p0.untyped_storage().data_ptr()
+        for p, n in zip(members, b.numels):
+            if p.data_ptr() != expect or p.untyped_storage().data_ptr() != sptr:
+                flat_ok = False
+                break
+            expect += n * item
+        if flat_ok:
+            b.pflat = p0.detach().as_strided((b.total,), (1,), p0.storage_offset())
+            b.pviews = None
+        else:
+            b.pflat = torch.empty(b.total, device=b.device, dtype=b.dtype)
+            b.pviews = [_flat_view(p.detach()) for p in members]
+        b.gscratch = torch.empty(b.total, device=b.device, dtype=b.dtype)
+        b.work = torch.empty(b.total, device=b.device, dtype=b.dtype) if self._workspace else None
+
+    # ---------------------------------------------------------------- fast path
+
+    def _run_bucket(self, group: dict[str, Any], b: _Bucket, grads: list[Tensor]) -> bool:
+        """One fused update of bucket ``b``; False if a grad's layout does not fit."""
+        try:
+            if b.contiguous:
+                if not all(g.is_contiguous() for g in grads):
+                    return False
+            elif [g.stride() for g in grads] != b.strides:
+                return False
+            gptrs = [g.data_ptr() for g in grads]
+        except RuntimeError:  # sparse or storage-less grads
+            return False
+        H, F = self._coefficients(group, b)
+        if b.c_fn is not None:
+            b.c_G[:] = gptrs
+            Hc = (ctypes.c_double * len(H))(*H)
+            Fc = (ctypes.c_int64 * max(len(F), 1))(*F)
+            b.c_fn(len(b.params), b.c_P, b.c_G, b.c_N, b.c_S, Hc, Fc)
+            # the kernel wrote the params behind autograd's back: bump their versions
+            torch.autograd.graph.increment_version(b.params)
+        else:
+            g = b.gscratch
+            torch.cat([_flat_view(x) for x in grads], out=g)
+            if b.pviews is not None:
+                torch.cat(b.pviews, out=b.pflat)
+            S = b.flat
+            self._flat_torch(group, b.pflat, g, S, H, F, b.work)
+            if b.pviews is not None:
+                torch._foreach_copy_(b.pviews, list(b.pflat.split(b.numels)))
+            else:
+                torch.autograd.graph.increment_version(b.params)
+        if b.pending:
+            self._bind_pending(group, b)
+        return True
+
+    def _bind_pending(self, group: dict[str, Any], b: _Bucket) -> None:
+        off = 0
+        for p, n in zip(b.params, b.numels):
+            st = self.state[p]
+            for key in b.pending:
+                st[key] = b.flat[key][off:off + n].as_strided(p.shape, p.stride(), off)
+            off += n
+        b.pending = set()
+        b.phase = self._phase(group, self.state[b.params[0]])
+
+    # ---------------------------------------------------------------- hooks (subclasses)
+
+    def _flat_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def _init_state(self, group: dict[str, Any], p: Tensor, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _phase(self, group: dict[str, Any], state: dict[str, Any]) -> Any:
+        return float(state["step"])
+
+    def _coefficients(self, group: dict[str, Any], b: _Bucket) -> tuple[list[float], list[int]]:
+        raise NotImplementedError
+
+    def _flat_torch(self, group, p, g, S, H, F, work) -> None:
+        raise NotImplementedError
+
+    def _reference(self, group: dict[str, Any], p: Tensor, grad: Tensor,
+                   state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- helpers for subclasses
+
+    def _advance_step(self, b: _Bucket) -> float:
+        """Add one to the bucket's per-param ``step`` and return the new value."""
+        buf = b.scalars["step"]
+        buf.add_(1)
+        return float(buf[0])
+
+    def _keras_step(self) -> int:
+        return int(self._global_state["step"])
+
+    @staticmethod
+    def _decay_terms(group: dict[str, Any], lr: float, decoupled: bool) -> tuple[float, float]:
+        """(l2 coefficient added to the grad, decoupled multiplier applied to the param)."""
+        wd = float(_scalar(group["weight_decay"]))
+        if wd == 0:
+            return 0.0, 1.0
+        if decoupled:
+            return 0.0, 1.0 - lr * wd
+        return wd, 1.0
+
+
+def zero_scalar_state(p: Tensor, capturable: bool, value: float = 0.0) -> Tensor:
+    """A 0-d float32 tensor like torch's ``state['step']``: on CPU, or the param's device."""
+    if capturable:
+        return torch.full((), value, dtype=torch.float32, device=p.device)
+    return torch.tensor(value, dtype=torch.float32)
+
+
+def real_views(*tensors: Tensor) -> list[Tensor]:
+    """``torch.view_as_real`` for complex tensors, identity otherwise (reference kernels)."""
+    return [torch.view_as_real(t) if t is not None and torch.is_complex(t) else t
+            for t in tensors]
+
+
+def ref_step(state: dict[str, Any], capturable: bool) -> Any:
+    """Advance ``state['step']`` in place; its value as a float (tensor when capturable)."""
+    step_t = state["step"]
+    step_t += 1
+    return step_t if capturable else float(step_t)
+
+
+def math_pow(base: float, exp: Any) -> Any:
+    return base ** exp if isinstance(exp, Tensor) else math.pow(base, exp)
+
+
+def as_float(x: Any, keep_tensor: bool) -> Any:
+    if isinstance(x, Tensor) and not keep_tensor:
+        return x.item()
+    return x
+
+
+def split_defaults(**kw: Any) -> dict[str, Any]:
+    return dict(kw)
+
+
+def iter_params(groups: Iterable[dict[str, Any]]) -> Iterable[Tensor]:
+    for g in groups:
+        yield from g["params"]

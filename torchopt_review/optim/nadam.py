@@ -1,0 +1,270 @@
+"""NAdam (Adam with Nesterov momentum): torch.optim.NAdam's math or Keras 3's."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._base import (fill_doc, DOC_CAPTURABLE, DOC_FLAGS, DOC_FUSED, DOC_KERAS_COMMON, DOC_PARAMS,
+                    DOC_SEMANTICS, FlatOptimizer, _scalar, as_float, check_betas, check_lr,
+                    real_views, ref_step, zero_scalar_state)
+
+__all__ = ["NAdam"]
+
+
+def _mu(beta1: float, momentum_decay: float, t: Any) -> Any:
+    """The momentum schedule mu_t = beta1 (1 - 0.5 * 0.96^(psi t))."""
+    return beta1 * (1.0 - 0.5 * (0.96 ** (t * momentum_decay)))
+
+
+def _key(beta1: float, momentum_decay: float) -> str:
+    return f"{float(beta1)!r},{float(momentum_decay)!r}"
+
+
+class NAdam(FlatOptimizer):
+    __doc__ = fill_doc(r"""NAdam: Adam with Nesterov momentum and a warming momentum schedule.
+
+    .. math::
+       \begin{aligned}
+            &\rule{110mm}{0.4pt}                                                            \\
+            &\textbf{input}      : \gamma \text{ (lr)}, \: \beta_1,\beta_2 \text{ (betas)},
+                \: \theta_0 \text{ (params)}, \: f(\theta) \text{ (objective)},
+                \: \lambda \text{ (weight decay)}, \:\psi \text{ (momentum decay)}, \epsilon \\
+            &\textbf{initialize} :  m_0 \leftarrow 0 \text{ (exp\_avg)},
+                v_0 \leftarrow 0 \text{ (exp\_avg\_sq)},
+                U_0 \leftarrow 1 \text{ (mu\_product)}                                     \\[-1.ex]
+            &\rule{110mm}{0.4pt}                                                            \\
+            &\textbf{for} \: t=1 \: \textbf{to} \: \ldots \: \textbf{do}                    \\
+            &\hspace{5mm}g_t \leftarrow \pm\nabla_{\theta} f_t (\theta_{t-1})
+                \quad (- \text{ if maximize})                                               \\
+            &\hspace{5mm}\textbf{if} \: \lambda \neq 0: g_t \leftarrow g_t + \lambda\theta_{t-1}
+                \text{ or (decoupled, keras) } \theta_{t-1} \leftarrow
+                \theta_{t-1} - \gamma\lambda\theta_{t-1}                                   \\
+            &\hspace{5mm} \mu_t \leftarrow \beta_1 \big(1 - \frac{1}{2} 0.96^{t \psi} \big), \;
+                \mu_{t+1} \leftarrow \beta_1 \big(1 - \frac{1}{2} 0.96^{(t+1)\psi}\big),
+                \; U_t \leftarrow U_{t-1} \mu_t                                             \\
+            &\hspace{5mm}m_t \leftarrow \beta_1 m_{t-1} + (1 - \beta_1) g_t                 \\
+            &\hspace{5mm}v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2) g^2_t                 \\
+            &\hspace{5mm}\theta_t \leftarrow \theta_{t-1} - \gamma
+                \Big(\frac{\mu_{t+1} m_t}{1 - U_t \mu_{t+1}} + \frac{(1-\mu_t) g_t}{1 - U_t}\Big)
+                \Big/ \Big(\sqrt{v_t / (1 - \beta_2^t)} + \epsilon\Big)                     \\
+            &\rule{110mm}{0.4pt}                                                            \\[-1.ex]
+            &\bf{return} \:  \theta_t                                                       \\[-1.ex]
+            &\rule{110mm}{0.4pt}                                                            \\[-1.ex]
+       \end{aligned}
+
+    Args:
+        {params}
+        lr (float, Tensor, optional): learning rate. (default: 2e-3)
+        betas (tuple[float, float], optional): coefficients for the running averages of the
+            gradient and its square. (default: (0.9, 0.999))
+        eps (float, optional): term added to the denominator. (default: 1e-8)
+        weight_decay (float, optional): weight decay. (default: 0)
+        momentum_decay (float, optional): :math:`\psi`; ``None`` means torch's 0.004 under
+            torch semantics and 1 (Keras 3's :math:`0.96^t`) under keras semantics.
+            (default: None)
+        decoupled_weight_decay (bool, optional): NAdamW-style decay under torch semantics
+            (always on under keras semantics). (default: False)
+        {flags}
+        {capturable}
+        {fused}
+        {semantics}
+
+    Differences from Keras / torch:
+        ``semantics="torch"`` is ``torch.optim.NAdam`` (no fused kernel there; per-param
+        ``mu_product``).  ``semantics="keras"`` is Keras 3's ``keras/src/optimizers/nadam.py``:
+        the schedule is :math:`0.96^t` (lines 119-120; :math:`\psi = 1`, while torch's
+        default :math:`\psi = 0.004` is tf.keras <= 2.10's), and :math:`U_t` is *one global*
+        product updated once per step (lines 93 and 95-105), not per parameter; it is kept
+        in ``state_dict()["global_state"]`` (per-param ``mu_product`` mirrors it).  The
+        update itself (lines 123-146) is the formula above, with the global step.
+        {keras_common}
+
+    References:
+        Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016 workshop.
+    """)
+
+    _kernel = "nadam"
+    _scalar_keys = ("step", "mu_product")
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | Tensor = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum_decay: float | None = None,
+        decoupled_weight_decay: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        semantics: str = "torch",
+    ) -> None:
+        if momentum_decay is None:
+            momentum_decay = 1.0 if semantics == "keras" else 0.004
+        check_lr(lr)
+        if not 0.0 <= eps:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        check_betas(betas)
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if not 0.0 <= momentum_decay:
+            raise ValueError(f"Invalid momentum_decay value: {momentum_decay}")
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                        momentum_decay=momentum_decay,
+                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
+                        foreach=foreach, capturable=capturable, differentiable=differentiable,
+                        fused=fused, semantics=semantics)
+        super().__init__(params, defaults)
+
+    # ---------------------------------------------------------------- global (Keras) product
+
+    def _u_products(self) -> dict[str, float]:
+        return self._global_state.setdefault("u_product", {})
+
+    def _begin_step(self) -> None:
+        """Advance Keras's global product U_t once per step, for each (beta1, psi) in use."""
+        t = self._keras_step()
+        products = self._u_products()
+        done = set()
+        for group in self.param_groups:
+            if group["semantics"] != "keras":
+                continue
+            beta1, psi = float(group["betas"][0]), float(group["momentum_decay"])
+            key = _key(beta1, psi)
+            if key in done:
+                continue
+            done.add(key)
+            if key in products:
+                products[key] = products[key] * _mu(beta1, psi, t)
+            else:  # first use (or a state from torch.optim): the product of the schedule
+                products[key] = math.prod(_mu(beta1, psi, i) for i in range(1, t + 1))
+
+    def _global_u(self, group: dict[str, Any]) -> float:
+        return self._u_products()[_key(group["betas"][0], group["momentum_decay"])]
+
+    def _derive_global_state(self) -> dict[str, Any]:
+        glob = super()._derive_global_state()
+        glob["u_product"] = {}  # recomputed from the schedule on the next step
+        return glob
+
+    # ---------------------------------------------------------------- state
+
+    def _flat_keys(self, group):
+        return ("exp_avg", "exp_avg_sq")
+
+    def _init_state(self, group, p, state) -> None:
+        state["step"] = zero_scalar_state(p, group["capturable"])
+        state["mu_product"] = zero_scalar_state(p, group["capturable"], 1.0)
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _phase(self, group, state):
+        if group["semantics"] == "keras":
+            return float(state["step"])
+        return float(state["step"]), float(state["mu_product"])
+
+    # ---------------------------------------------------------------- fused path
+
+    def _coefficients(self, group, b):
+        lr = float(_scalar(group["lr"]))
+        beta1, beta2 = (float(x) for x in group["betas"])
+        psi = float(group["momentum_decay"])
+        step = self._advance_step(b)
+        keras = group["semantics"] == "keras"
+        mu_buf = b.scalars["mu_product"]
+        if keras:
+            t = self._keras_step()
+            u_product = self._global_u(group)
+            mu_buf.fill_(u_product)
+        else:
+            t = step
+            mu_buf.mul_(_mu(beta1, psi, t))  # float32, exactly as torch's per-param product
+            u_product = float(mu_buf[0])
+        mu, mu_next = _mu(beta1, psi, t), _mu(beta1, psi, t + 1)
+        c_g = -lr * (1.0 - mu) / (1.0 - u_product)
+        c_m = (-lr * mu_next) / (1.0 - u_product * mu_next)
+        l2, dm = self._decay_terms(group, lr, keras or group["decoupled_weight_decay"])
+        gs = -1.0 if group["maximize"] else 1.0
+        H = [beta1, beta2, 1.0 - beta2 ** t, float(group["eps"]), c_g, c_m, l2, dm, gs]
+        return H, []
+
+    _workspace = True
+
+    def _flat_torch(self, group, p, g, S, H, F, work) -> None:
+        beta1, beta2, bc2, eps, c_g, c_m, l2, dm, gs = H
+        if dm != 1.0:
+            p.mul_(dm)
+        if gs != 1.0:
+            g.neg_()
+        if l2 != 0.0:
+            g.add_(p, alpha=l2)
+        m, v = S["exp_avg"], S["exp_avg_sq"]
+        m.lerp_(g, 1.0 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+        denom = torch.div(v, bc2, out=work).sqrt_().add_(eps)
+        p.addcdiv_(g, denom, value=c_g)
+        p.addcdiv_(m, denom, value=c_m)
+
+    # ---------------------------------------------------------------- reference kernel
+
+    def _reference(self, group, p, grad, state) -> None:
+        capturable = group["capturable"]
+        step = ref_step(state, capturable)
+        keras = group["semantics"] == "keras"
+        if keras:
+            state["mu_product"].fill_(self._global_u(group))
+        nadam_reference(
+            p, grad, state["exp_avg"], state["exp_avg_sq"], state["mu_product"],
+            step=self._keras_step() if keras else step,
+            lr=as_float(group["lr"], capturable or group["differentiable"]),
+            beta1=group["betas"][0], beta2=group["betas"][1], eps=group["eps"],
+            weight_decay=group["weight_decay"], momentum_decay=group["momentum_decay"],
+            maximize=group["maximize"], decoupled=keras or group["decoupled_weight_decay"],
+            keras=keras,
+        )
+
+
+def nadam_reference(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
+                    mu_product: Tensor, *, step: Any, lr: Any, beta1: float, beta2: float,
+                    eps: float, weight_decay: float, momentum_decay: float, maximize: bool,
+                    decoupled: bool, keras: bool) -> None:
+    """One NAdam step of one tensor in plain torch ops: the readable ground truth.
+
+    Under torch semantics ``mu_product`` is this param's product, advanced here; under keras
+    semantics it already holds the global product :math:`U_t` and ``step`` is the global step.
+    """
+    grad = grad if not maximize else -grad
+    if weight_decay != 0:
+        if decoupled:
+            param.mul_(1 - lr * weight_decay)
+        else:
+            grad = grad.add(param, alpha=weight_decay)
+    param, grad, exp_avg, exp_avg_sq = real_views(param, grad, exp_avg, exp_avg_sq)
+
+    mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
+    mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * momentum_decay)))
+    if not keras:
+        mu_product *= mu
+    u_product = mu_product if isinstance(step, Tensor) else float(mu_product)
+
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    bias_correction2 = 1 - beta2 ** step
+    if keras:
+        # nadam.py:135-146: m_hat from u_{t+1} and the global product, v_hat = v / (1 - b2^t)
+        m_hat = (mu_next * exp_avg / (1 - u_product * mu_next)
+                 + (1 - mu) * grad / (1 - u_product))
+        v_hat = exp_avg_sq / bias_correction2
+        param.sub_(m_hat * lr / (v_hat.sqrt() + eps))
+        return
+    denom = (exp_avg_sq / bias_correction2).sqrt() + eps
+    param.add_(grad / denom * (-lr * (1.0 - mu) / (1.0 - u_product)))
+    param.add_(exp_avg / denom * ((-lr * mu_next) / (1.0 - u_product * mu_next)))
