@@ -289,8 +289,9 @@ def test_tuned_regime_is_kept_apart(tmp_path):
         for s in SEEDS:
             write_run(exp, f"{opt}-lr{lr:g}", s, optimizer=opt, lr=lr, final=lev + SEED_EFFECT[s] + NOISE[opt][s],
                       diagnostics=False)
-    write_report(exp)
+    write_report(exp, config={"experiment": "grid", "seeds": [0, 1, 2, 3, 4, 5], "lrs": [0.001, 0.01, 0.1]})
     md = (exp / "report.md").read_text()
+    assert "Planned seeds (review.json) with no run at all: 5." in md
     tuned = md.split("## Tuned-lr regime")[1]
     assert "**0.1** (chosen)" in tuned and "**0.001** (chosen)" in tuned
     assert "3 lrs (0.001, 0.01, 0.1)" in tuned

@@ -511,11 +511,13 @@ def judge_claims(by_opt: dict[str, Label], acc_key: str) -> list[Claim]:
         agg.result = None
     else:
         wrong = [c for c in ran if np.sign(c.result.mean_diff) != +1]
-        agg.note = f"intersection-union over {len(ran)} pairwise tests"
         if not wrong:
             agg.p_family, agg.seen_sign = max(c.result.p_t for c in ran), +1
+            agg.note = f"intersection-union: largest p of {len(ran)} pairwise tests"
         else:
             agg.p_family, agg.seen_sign = min(1.0, len(ran) * min(c.result.p_t for c in wrong)), -1
+            agg.note = (f"{len(wrong)} of {len(ran)} pairwise differences are not > 0; p = {len(ran)} x the "
+                        "smallest of their p-values (Bonferroni)")
     for c in comps:
         if c.result is not None and c.result.n >= 2:
             c.verdict = _direction_verdict(c, c.result.p_t) + " (raw p, component)"
@@ -579,16 +581,25 @@ def _claim_verdict(cl: Claim) -> None:
         return
     parts = []
     for t in ran:
+        prefix = f"{t.test_id}: " if len(ran) > 1 else ""
         if t.result is None:
-            parts.append(f"{t.test_id}: {t.verdict}" + (f" ({t.note})" if t.note else ""))
+            parts.append(f"{prefix}{t.verdict}" + (f" ({t.note})" if t.note else ""))
             continue
-        parts.append(f"{t.test_id}: {t.verdict}, mean difference {_fmt_diff(t.metric, t.result.mean_diff)}, "
-                     f"Holm p = {_fmt_p(t.p_holm)}")
+        r = t.result
+        parts.append(f"{prefix}{t.a} − {t.b} = {_fmt_diff(t.metric, r.mean_diff)} "
+                     f"[{_fmt_diff(t.metric, r.ci_low)}, {_fmt_diff(t.metric, r.ci_high)}], d_z {r.d_z:.2f}, "
+                     f"claimed sign on {t.wins}/{r.n} seeds, Holm p = {_fmt_p(t.p_holm)}")
     if cl.number == 5 and cl.tests[0].verdict != "not tested":
-        comps = [c for c in cl.tests if c.role == "component" and c.result is not None]
-        losers = [f"{c.a} vs {c.b}" for c in comps if c.result.n >= 2 and c.result.mean_diff <= 0]
+        comps = [c for c in cl.tests if c.role == "component" and c.result is not None and c.result.n >= 2]
+        losers = [f"{c.a} − {c.b} = {_fmt_diff(c.metric, c.result.mean_diff)} (p = {_fmt_p(c.result.p_t)})"
+                  for c in comps if c.result.mean_diff <= 0]
         if losers:
-            parts.append("not ahead in: " + ", ".join(losers))
+            parts = ["not ahead: " + ", ".join(losers)]
+        elif comps:
+            weakest = max(comps, key=lambda c: c.result.p_t)
+            parts = [f"{len(comps)} pairwise differences all > 0; the weakest is {weakest.a} − {weakest.b} = "
+                     f"{_fmt_diff(weakest.metric, weakest.result.mean_diff)} (raw p = {_fmt_p(weakest.result.p_t)}); "
+                     f"Holm p = {_fmt_p(cl.tests[0].p_holm)}"]
     cl.reason = "; ".join(parts)
 
 
@@ -623,7 +634,7 @@ def _fmt(x: float, kind: str) -> str:
 def _fmt_p(p: float) -> str:
     if not _fin(p):
         return "–"
-    return f"{p:.2e}" if p < 1e-3 else f"{p:.3f}"
+    return f"{p:.2e}" if p < 1e-3 else f"{p:.3g}"
 
 
 def _diff_scale(key: str) -> tuple[float, str]:
@@ -814,14 +825,15 @@ def _make_plots(exp_dir: Path, fixed: list[Label], by_opt: dict[str, Label], gri
                 return out
 
             a1.plot(steps, geo("eff_lr_p50"), lw=1.8, label=f"{lab.name} (n={len(series)})", **st)
-            a1.fill_between(steps, geo("eff_lr_p10"), geo("eff_lr_p90"), color=st["color"], alpha=0.12, lw=0)
+            a1.fill_between(steps, geo("eff_lr_p10"), geo("eff_lr_p90"), color=st["color"], alpha=0.07, lw=0)
             a2.plot(steps, geo("update_ratio"), lw=1.5, label=lab.name, **st)
         a1.set_yscale("log")
         a2.set_yscale("log")
         a1.set(xlabel="optimizer step", ylabel="effective step size per coordinate",
                title="Effective step size (median coordinate; band p10–p90)\nmedian over parameter tensors, geometric mean over seeds")
         a2.set(xlabel="optimizer step", ylabel="‖Δw‖ / ‖w‖", title="Relative update size\nmedian over parameter tensors")
-        a1.legend(fontsize=9)
+        fig.legend(*a1.get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9)
+        fig.tight_layout()
         save(fig, "effective_lr.png")
 
     # Final test accuracy per label: seed dots, mean and 95 % CI.
@@ -931,6 +943,11 @@ def _setup_section(exp_dir: Path, runs: list[Run], labels: dict[str, Label], con
             missing.append(f"{lab.name}: {', '.join(map(str, lack))}")
     if missing:
         out.append("- Seeds without a run folder: " + "; ".join(missing) + ".")
+    planned = (config or {}).get("seeds")
+    if isinstance(planned, list) and planned:
+        absent = [s for s in planned if s not in all_seeds]
+        if absent:
+            out.append(f"- Planned seeds (review.json) with no run at all: {', '.join(map(str, absent))}.")
     base = next((r.info.get("config") for r in done if r.usable and isinstance(r.info.get("config"), dict)), None)
     if base is None:
         base = next((r.info.get("config") for r in done if isinstance(r.info.get("config"), dict)), None)
@@ -950,11 +967,6 @@ def _setup_section(exp_dir: Path, runs: list[Run], labels: dict[str, Label], con
     if config:
         if config.get("description"):
             out.insert(2, f"- Description: {' '.join(str(config['description']).split())}")
-        planned = config.get("seeds")
-        if isinstance(planned, list) and planned:
-            absent = [s for s in planned if s not in all_seeds]
-            if absent:
-                out.append(f"- Planned seeds with no run at all: {', '.join(map(str, absent))}.")
         shown = {k: v for k, v in config.items() if k not in ("settings", "description")}
         out += ["", "Review plan (from the runner / `review.json`; the full per-run settings are in each `run.json`):",
                 "", "```json", json.dumps(shown, indent=2, sort_keys=True, default=str), "```"]
@@ -1277,15 +1289,6 @@ def write_report(exp_dir: Path, *, config: dict | None = None, plots: bool = Tru
         what = "test accuracy" if test_key == "test_acc" else "final validation accuracy (no test metrics were logged)"
         md += [f"Final {what} per label:", "", "![Final accuracy per label](test_acc.png)", ""]
 
-    md += ["## Per-label tables", "",
-           "Mean ± sample standard deviation (ddof = 1) across seeds, the 95 % Student-t interval of the mean, and n "
-           "(the seeds that enter). Accuracies in %. Time to a target: the first epoch whose val accuracy reaches "
-           "it, and `wall_s` at the end of that epoch; averaged over the seeds that reached it, with the count -- "
-           "'not reached' when none did. The blog column is its single Keras run (seed 50) at epoch "
-           f"{_blog.BLOG_EPOCH}, shown where our row measures the same thing at the same epoch.", ""]
-    for lab in labels.values():
-        md += _label_table(lab)
-
     md += _claims_section(claims, "## The blog's claims (fixed lr, as the blog ran them)", "final_val_acc")
     md += ["### Why: effective step size", ""]
     if "effective_lr" in drawn:
@@ -1304,6 +1307,15 @@ def write_report(exp_dir: Path, *, config: dict | None = None, plots: bool = Tru
         md += _tuned_section(grids, pick, tuned_claims, tuned_key)
         if "lr_sweep" in drawn:
             md += ["![Final val accuracy against lr](lr_sweep.png)", ""]
+
+    md += ["## Per-label tables", "",
+           "Mean ± sample standard deviation (ddof = 1) across seeds, the 95 % Student-t interval of the mean, and n "
+           "(the seeds that enter). Accuracies in %. Time to a target: the first epoch whose val accuracy reaches "
+           "it, and `wall_s` at the end of that epoch; averaged over the seeds that reached it, with the count -- "
+           "'not reached' when none did. The blog column is its single Keras run (seed 50) at epoch "
+           f"{_blog.BLOG_EPOCH}, shown where our row measures the same thing at the same epoch.", ""]
+    for lab in labels.values():
+        md += _label_table(lab)
 
     _write_summary_csv(exp_dir / "summary.csv", labels, fixed, grids)
     sections = [("fixed", claims)] + ([("tuned", tuned_claims)] if tuned_claims else [])
