@@ -222,6 +222,11 @@ def test_observations_in_numbers(known):
     base7 = 0.3 * 0.7 ** 6 - 0.3 * 0.7 ** 5
     assert jump == pytest.approx(0.5 + max(base15, base7), rel=1e-9)
     assert float(rows["rmsprop"]["val_loss_spikes_mean"]) == pytest.approx(2.0)
+    # adagrad's logged step size lr / sqrt(0.1 + 1e-3 * step * (1 + 0.05 seed)): reference = the
+    # last logged step of epoch 1 (step 100), last = step 100 + 19 * 1688 = 32172
+    f = [1 + 0.05 * s for s in SEEDS]
+    expect = np.mean([-0.5 * math.log((0.1 + 1e-3 * 32172 * fs) / (0.1 + 1e-3 * 100 * fs)) for fs in f])
+    assert float(rows["adagrad"]["eff_lr_log_ratio_mean"]) == pytest.approx(expect, rel=1e-9)
     # adam: val loss 0.30 + 0.002 (e - 10)^2 -> minimum at epoch 10, +0.2 by epoch 20
     assert float(rows["adam"]["min_val_loss_epoch_mean"]) == pytest.approx(10.0)
     assert float(rows["adam"]["val_loss_rise_mean"]) == pytest.approx(0.2)

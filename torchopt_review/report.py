@@ -219,9 +219,9 @@ METRICS: list[Metric] = [
     Metric("val_loss_rise", "val loss: final minus minimum", "loss"),
     Metric("val_acc_since_min_loss", "val acc: final minus at the min-val-loss epoch", "acc"),
     Metric("late_progress", f"relative train-loss decrease over the last {LATE_WINDOW} epochs", "frac"),
-    Metric("eff_lr_first", "effective step size (median coordinate), first logged step", "sci"),
+    Metric("eff_lr_first", "effective step size (median coordinate), end of the first logged epoch", "sci"),
     Metric("eff_lr_last", "effective step size (median coordinate), last logged step", "sci"),
-    Metric("eff_lr_log_ratio", "log(effective step last / first)", "log"),
+    Metric("eff_lr_log_ratio", "log(effective step size: last logged step / end of first epoch)", "log"),
 ]
 METRIC_BY_KEY = {m.key: m for m in METRICS}
 
@@ -234,7 +234,7 @@ def _at_epoch(m: dict[str, np.ndarray], col: str, epoch: int) -> float:
 def _diag_series(diag: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per logged step, the median over parameter tensors of each diagnostic column."""
     steps = np.unique(diag["step"][np.isfinite(diag["step"])])
-    out = {"step": steps}
+    out = {"step": steps, "epoch": np.asarray([np.nanmin(diag["epoch"][diag["step"] == s]) for s in steps])}
     for c in ("eff_lr_p10", "eff_lr_p50", "eff_lr_p90", "update_ratio", "grad_norm"):
         col = diag[c]
         out[c] = np.asarray([np.nanmedian(col[diag["step"] == s]) if np.any(np.isfinite(col[diag["step"] == s]))
@@ -284,11 +284,17 @@ def run_scalars(run: Run) -> dict[str, float]:
         before = _at_epoch(m, "train_loss", int(epochs[-1]) - LATE_WINDOW)
         out["late_progress"] = 1.0 - float(train_loss[-1]) / before if before > 0 else nan
     if run.diagnostics is not None:
-        s = _diag_series(run.diagnostics)["eff_lr_p50"]
-        s = s[np.isfinite(s)]
-        if s.size >= 2 and s[0] > 0 and s[-1] > 0:
-            out["eff_lr_first"], out["eff_lr_last"] = float(s[0]), float(s[-1])
-            out["eff_lr_log_ratio"] = float(np.log(s[-1] / s[0]))
+        ser = _diag_series(run.diagnostics)
+        ok = np.isfinite(ser["eff_lr_p50"]) & (ser["eff_lr_p50"] > 0)
+        s, ep = ser["eff_lr_p50"][ok], ser["epoch"][ok]
+        # Reference: the last logged step of the first epoch, not step 1 -- RMSprop's and Adam's
+        # moving averages start near zero, so their step size falls during warm-up for reasons
+        # unrelated to AdaGrad's accumulation.
+        first = np.flatnonzero(ep == ep.min()) if s.size else np.zeros(0, int)
+        if s.size >= 2 and first[-1] < s.size - 1:
+            ref = s[first[-1]]
+            out["eff_lr_first"], out["eff_lr_last"] = float(ref), float(s[-1])
+            out["eff_lr_log_ratio"] = float(np.log(s[-1] / ref))
     return out
 
 
@@ -480,7 +486,8 @@ def judge_claims(by_opt: dict[str, Label], acc_key: str) -> list[Claim]:
         t3[0].note = "no diagnostics.csv for both adagrad and rmsprop"
     claims.append(Claim(3, _blog.CLAIMS[3],
                         "(3a, the mechanism) log of the median coordinate's effective step size at the last logged "
-                        "step over the first, from diagnostics.csv, adagrad - rmsprop: the claim predicts < 0 "
+                        "step over its value at the end of the first epoch (after the moving averages' warm-up), "
+                        "from diagnostics.csv, adagrad - rmsprop: the claim predicts < 0 "
                         "(AdaGrad's step shrinks more than RMSprop's, which forgets old gradients). "
                         f"(3b, the stall) relative train-loss decrease over the last {LATE_WINDOW} epochs, "
                         "1 - L(E)/L(E-5), adagrad - rmsprop: the claim predicts < 0 (AdaGrad makes less late "
@@ -1297,7 +1304,7 @@ def write_report(exp_dir: Path, *, config: dict | None = None, plots: bool = Tru
                "![Effective step size over training](effective_lr.png)", ""]
         rows = [[l.name, _mean_std(l.summary["eff_lr_first"], "sci"), _mean_std(l.summary["eff_lr_last"], "sci"),
                  _mean_std(l.summary["eff_lr_log_ratio"], "log")] for l in fixed if l.summary["eff_lr_log_ratio"].n]
-        md += _md_table(["label", "first logged step", "last logged step", "log(last / first)"], rows) + [""]
+        md += _md_table(["label", "end of first epoch", "last logged step", "log(last / end of epoch 1)"], rows) + [""]
     elif plots:
         md += ["Skipped: no run in the fixed-lr regime has a diagnostics.csv, so the effective-step plot and claim "
                "3a cannot be made.", ""]
