@@ -129,44 +129,46 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+
+def _convert(value: Any, t: str) -> Any:
+    """``value`` as the type named by ``t`` (a dataclass field's annotation); ValueError if it is not one."""
+    if t.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in _TRUE + _FALSE:
+            return str(value).lower() in _TRUE
+    elif t.startswith("int"):
+        if not isinstance(value, bool) and not (isinstance(value, float) and not value.is_integer()):
+            return int(value)
+    elif t.startswith("float"):
+        if not isinstance(value, bool):
+            return float(value)
+    elif t.startswith("str"):
+        if not isinstance(value, (dict, list)):
+            return str(value)
+    elif t.startswith("dict"):
+        if isinstance(value, Mapping):
+            return dict(value)
+    else:
+        return value
+    raise ValueError
+
+
 def _coerce(value: Any, typ: Any, where: str) -> Any:
+    t = str(typ)
     if value is None:
-        if "None" in str(typ):
+        if "None" in t:
             return None
         raise ConfigError(f"{where} must not be empty")
-    t = str(typ)
     try:
-        if t.startswith("bool"):
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("true", "yes", "1", "on"):
-                return True
-            if str(value).lower() in ("false", "no", "0", "off"):
-                return False
-            raise ValueError
-        if t.startswith("int"):
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if t.startswith("float"):
-            if isinstance(value, bool):
-                raise ValueError
-            v = float(value)
-            if not math.isfinite(v):
-                raise ConfigError(f"{where} must be a finite number, got {value!r}")
-            return v
-        if t.startswith("str"):
-            if isinstance(value, (dict, list)):
-                raise ValueError
-            return str(value)
-        if t.startswith("dict"):
-            if not isinstance(value, Mapping):
-                raise ValueError
-            return dict(value)
+        out = _convert(value, t)
     except (TypeError, ValueError):
-        kind = t.split(" ")[0].split("|")[0]
-        raise ConfigError(f"{where} must be of type {kind}, got {value!r}") from None
-    return value
+        raise ConfigError(f"{where} must be of type {t.split(' ')[0]}, got {value!r}") from None
+    if isinstance(out, float) and not math.isfinite(out):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
+    return out
 
 
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
