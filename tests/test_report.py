@@ -348,3 +348,43 @@ def test_optimizer_order_matches_the_registry():
              and node.args and isinstance(node.args[0], ast.Constant)]
     assert list(OPTIMIZER_ORDER) == names
     assert set(BLOG_TABLE) == set(OPTIMIZER_ORDER)
+
+
+def test_holm_can_overturn_a_raw_significant_result(tmp_path):
+    # nadam 0.26 pp above adam: differences 0.0026 + (nadam noise - adam noise) per seed
+    d = 0.0026 + np.array(NOISE["nadam"]) - np.array(NOISE["adam"])
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(5))
+    x = t / math.sqrt(4 + t * t)                         # closed-form t CDF, 4 degrees of freedom
+    p_raw = 2 * (1 - (0.5 + 0.75 * x * (1 - x * x / 3)))
+    assert 0.025 < p_raw < 0.05                          # significant on its own ...
+    exp = make_experiment(tmp_path / "holm", level={"nadam": 0.905 + 0.0026}, extra_bad_runs=False)
+    write_report(exp, plots=False)
+    rows = {r["test"]: r for r in read_csv(exp / "claims.csv")}
+    assert float(rows["6"]["p_t"]) == pytest.approx(p_raw, rel=1e-9)
+    # ... but 6th of the 7 family p-values (only claim 2's, ~0.9, is larger): Holm multiplies by 2
+    assert float(rows["6"]["p_holm"]) == pytest.approx(2 * p_raw, rel=1e-9)
+    assert rows["6"]["claim_verdict"] == "not resolved"
+
+
+def test_incomplete_and_malformed_runs_are_listed_not_counted(tmp_path):
+    exp = make_experiment(tmp_path / "odd", seeds=[0, 1], extra_bad_runs=False, diagnostics=False)
+    write_run(exp, "adam", 5, val_curve=[0.80, 0.84], status="running")          # still training
+    d = exp / "sgd" / "seed6"
+    d.mkdir()
+    (d / "run.json").write_text("{not json")                                      # torn file
+    d = exp / "sgd" / "seed7"
+    d.mkdir()
+    (d / "run.json").write_text(json.dumps({"status": "done", "label": "sgd", "optimizer": "sgd", "seed": None,
+                                            "config": None, "test": None}))      # done, but no metrics
+    (exp / "notes").mkdir()                                                       # not a label: no seed folders
+    write_report(exp, plots=False)
+    md = (exp / "report.md").read_text()
+    section = md.split("## Runs that diverged, failed or are incomplete")[1].split("\n## ")[0]
+    assert "| adam | 5 | running |" in section
+    assert "| sgd | 6 | unknown |" in section and "unreadable run.json" in section
+    assert "| sgd | 7 | done |" in section and "no metrics.csv" in section
+    rows = {r["label"]: r for r in read_csv(exp / "summary.csv")}
+    assert rows["sgd"]["n_used"] == "2" and rows["adam"]["n_used"] == "2"
+    assert "notes" not in rows
+    # sgd: 0.860 + seed effects 0.003 and -0.005 -> mean 0.859
+    assert float(rows["sgd"]["final_val_acc_mean"]) == pytest.approx(0.859)
