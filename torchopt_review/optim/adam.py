@@ -162,11 +162,11 @@ class Adam(FlatOptimizer):
         else:
             step_size, bc2_sqrt = lr / bc1, bc2 ** 0.5
         gs = -1.0 if group["maximize"] else 1.0
-        H = [beta1, beta2, step_size, bc2_sqrt, float(group["eps"]), l2, dm, gs]
+        H = [beta1, beta2, step_size, 1.0 / bc2_sqrt, float(group["eps"]), l2, dm, gs]
         return H, [int(bool(group["amsgrad"]))]
 
     def _flat_torch(self, group, p, g, S, H, F, work) -> None:
-        beta1, beta2, step_size, bc2_sqrt, eps, l2, dm, gs = H
+        beta1, beta2, step_size, inv_bc2_sqrt, eps, l2, dm, gs = H
         if dm != 1.0:
             p.mul_(dm)
         if gs != 1.0:
@@ -181,7 +181,7 @@ class Adam(FlatOptimizer):
             torch.maximum(vmax, v, out=vmax)
             v = vmax
         denom = torch.sqrt(v, out=g)  # the gradient scratch becomes the denominator
-        denom.div_(bc2_sqrt).add_(eps)
+        denom.mul_(inv_bc2_sqrt).add_(eps)
         p.addcdiv_(m, denom, value=-step_size)
 
     # ---------------------------------------------------------------- reference kernel

@@ -193,13 +193,13 @@ class NAdam(FlatOptimizer):
         c_m = (-lr * mu_next) / (1.0 - u_product * mu_next)
         l2, dm = self._decay_terms(group, lr, keras or group["decoupled_weight_decay"])
         gs = -1.0 if group["maximize"] else 1.0
-        H = [beta1, beta2, 1.0 - beta2 ** t, float(group["eps"]), c_g, c_m, l2, dm, gs]
+        H = [beta1, beta2, 1.0 / (1.0 - beta2 ** t), float(group["eps"]), c_g, c_m, l2, dm, gs]
         return H, []
 
     _workspace = True
 
     def _flat_torch(self, group, p, g, S, H, F, work) -> None:
-        beta1, beta2, bc2, eps, c_g, c_m, l2, dm, gs = H
+        beta1, beta2, inv_bc2, eps, c_g, c_m, l2, dm, gs = H
         if dm != 1.0:
             p.mul_(dm)
         if gs != 1.0:
@@ -209,9 +209,9 @@ class NAdam(FlatOptimizer):
         m, v = S["exp_avg"], S["exp_avg_sq"]
         m.lerp_(g, 1.0 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-        denom = torch.div(v, bc2, out=work).sqrt_().add_(eps)
-        p.addcdiv_(g, denom, value=c_g)
-        p.addcdiv_(m, denom, value=c_m)
+        denom = torch.mul(v, inv_bc2, out=work).sqrt_().add_(eps)
+        g.mul_(c_g).add_(m, alpha=c_m)  # the numerator c_g*g + c_m*m, in the grad scratch
+        p.addcdiv_(g, denom)
 
     # ---------------------------------------------------------------- reference kernel
 

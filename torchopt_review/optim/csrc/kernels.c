@@ -199,16 +199,16 @@ void FN(rmsprop)(int64_t n, void *const *P, void *const *G, const int64_t *N, vo
 }
 
 /* ---------------------------------------------------------------- Adam
- * H: beta1, beta2, step_size, bc2_sqrt, eps, l2 weight decay, decoupled decay factor, grad sign
+ * H: beta1, beta2, step_size, 1/bc2_sqrt, eps, l2 weight decay, decoupled decay factor, grad sign
  * F: amsgrad.   S: exp_avg, exp_avg_sq, max_exp_avg_sq
  * m += (1-b1)(g - m);  v = b2*v + (1-b2)*g^2;  amsgrad: vm = max(vm, v)
- * w -= step_size * m / (sqrt(v) / bc2_sqrt + eps)
+ * w -= step_size * m / (sqrt(v) * (1/bc2_sqrt) + eps)   (one division per element)
  * (torch: step_size = lr/bc1, bc2_sqrt = sqrt(1-b2^t);
- *  keras epsilon-hat: step_size = lr*sqrt(1-b2^t)/bc1, bc2_sqrt = 1)
+ *  keras epsilon-hat: step_size = lr*sqrt(1-b2^t)/bc1, 1/bc2_sqrt = 1)
  */
 TOR_INLINE void FN(adam_tensor)(int64_t len, T *restrict w, const T *restrict g, T *restrict m,
                                 T *restrict v, T *restrict vm, const T b1, const T b2,
-                                const T ss, const T bc2s, const T eps, const T wd, const T dm,
+                                const T ss, const T ibc2s, const T eps, const T wd, const T dm,
                                 const T gs, const int ams) {
   const T omb1 = (T)1 - b1, omb2 = (T)1 - b2;
   TOR_SIMD
@@ -224,25 +224,25 @@ TOR_INLINE void FN(adam_tensor)(int64_t len, T *restrict w, const T *restrict g,
       vi = TOR_MAX(x, vi);
       vm[i] = vi;
     }
-    w[i] = wi - ss * (mi / (TOR_SQRT(vi) / bc2s + eps));
+    w[i] = wi - ss * (mi / (TOR_SQRT(vi) * ibc2s + eps));
   }
 }
 
 void FN(adam)(int64_t n, void *const *P, void *const *G, const int64_t *N, void *const *S,
               const double *H, const int64_t *F) {
-  const T b1 = (T)H[0], b2 = (T)H[1], ss = (T)H[2], bc2s = (T)H[3], eps = (T)H[4], wd = (T)H[5],
+  const T b1 = (T)H[0], b2 = (T)H[1], ss = (T)H[2], ibc2s = (T)H[3], eps = (T)H[4], wd = (T)H[5],
           dm = (T)H[6], gs = (T)H[7];
   T *m = (T *)S[0], *v = (T *)S[1], *vm = (T *)S[2];
   int64_t off = 0;
   if (F[0]) {
     for (int64_t t = 0; t < n; ++t) {
       FN(adam_tensor)(N[t], (T *)P[t], (const T *)G[t], m + off, v + off, vm + off, b1, b2, ss,
-                      bc2s, eps, wd, dm, gs, 1);
+                      ibc2s, eps, wd, dm, gs, 1);
       off += N[t];
     }
   } else {
     for (int64_t t = 0; t < n; ++t) {
-      FN(adam_tensor)(N[t], (T *)P[t], (const T *)G[t], m + off, v + off, vm, b1, b2, ss, bc2s,
+      FN(adam_tensor)(N[t], (T *)P[t], (const T *)G[t], m + off, v + off, vm, b1, b2, ss, ibc2s,
                       eps, wd, dm, gs, 0);
       off += N[t];
     }
@@ -250,14 +250,14 @@ void FN(adam)(int64_t n, void *const *P, void *const *G, const int64_t *N, void 
 }
 
 /* ---------------------------------------------------------------- NAdam
- * H: beta1, beta2, bc2, eps, c_g, c_m, l2 weight decay, decoupled decay factor, grad sign
+ * H: beta1, beta2, 1/bc2, eps, c_g, c_m, l2 weight decay, decoupled decay factor, grad sign
  * S: exp_avg, exp_avg_sq
- * m += (1-b1)(g - m);  v = b2*v + (1-b2)*g^2;  d = sqrt(v / bc2) + eps
- * w += c_g * g / d + c_m * m / d
+ * m += (1-b1)(g - m);  v = b2*v + (1-b2)*g^2;  d = sqrt(v * (1/bc2)) + eps
+ * w += (c_g * g + c_m * m) / d     (one division per element)
  * with c_g = -lr (1 - mu_t) / (1 - U_t), c_m = -lr mu_{t+1} / (1 - U_t mu_{t+1})
  */
 TOR_INLINE void FN(nadam_tensor)(int64_t len, T *restrict w, const T *restrict g, T *restrict m,
-                                 T *restrict v, const T b1, const T b2, const T bc2,
+                                 T *restrict v, const T b1, const T b2, const T ibc2,
                                  const T eps, const T cg, const T cm, const T wd, const T dm,
                                  const T gs) {
   const T omb1 = (T)1 - b1, omb2 = (T)1 - b2;
@@ -269,21 +269,20 @@ TOR_INLINE void FN(nadam_tensor)(int64_t len, T *restrict w, const T *restrict g
     m[i] = mi;
     T vi = v[i] * b2 + omb2 * (gi * gi);
     v[i] = vi;
-    T d = TOR_SQRT(vi / bc2) + eps;
-    wi = wi + cg * (gi / d);
-    w[i] = wi + cm * (mi / d);
+    T d = TOR_SQRT(vi * ibc2) + eps;
+    w[i] = wi + (cg * gi + cm * mi) / d;
   }
 }
 
 void FN(nadam)(int64_t n, void *const *P, void *const *G, const int64_t *N, void *const *S,
                const double *H, const int64_t *F) {
   (void)F;
-  const T b1 = (T)H[0], b2 = (T)H[1], bc2 = (T)H[2], eps = (T)H[3], cg = (T)H[4], cm = (T)H[5],
+  const T b1 = (T)H[0], b2 = (T)H[1], ibc2 = (T)H[2], eps = (T)H[3], cg = (T)H[4], cm = (T)H[5],
           wd = (T)H[6], dm = (T)H[7], gs = (T)H[8];
   T *m = (T *)S[0], *v = (T *)S[1];
   int64_t off = 0;
   for (int64_t t = 0; t < n; ++t) {
-    FN(nadam_tensor)(N[t], (T *)P[t], (const T *)G[t], m + off, v + off, b1, b2, bc2, eps, cg,
+    FN(nadam_tensor)(N[t], (T *)P[t], (const T *)G[t], m + off, v + off, b1, b2, ibc2, eps, cg,
                      cm, wd, dm, gs);
     off += N[t];
   }
