@@ -765,6 +765,11 @@ def _make_plots(exp_dir: Path, fixed: list[Label], by_opt: dict[str, Label], gri
     band = "band: min–max over seeds"
 
     def save(fig: Any, name: str) -> None:
+        from matplotlib.ticker import MaxNLocator
+
+        for ax in fig.axes:  # epochs are whole numbers
+            if ax.get_xlabel() == "epoch":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         fig.savefig(exp_dir / name, bbox_inches="tight")
         plt.close(fig)
         written[name.removesuffix(".png")] = name
