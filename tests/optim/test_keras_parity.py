@@ -17,8 +17,11 @@ Tolerances, and why:
 * float64 (``fp64_exact`` cases): the Keras run used exactly the given hyperparameters, so the
   only differences left are float64 rounding: ``rtol = atol = 1e-11``, tight enough to see
   Adamax's eps placement (Δ ~ 1e-9). Where Keras itself rounded a constant to float32 (its
-  default betas / momentum / accumulator 0.1, Nadam's hard-coded 0.96), the float64 reference is
-  only float32-accurate and the float32 tolerance applies.
+  default betas / momentum / accumulator 0.1: ``fp64_rounded_to_float32``), the float64
+  reference is only float32-accurate and the float32 tolerance applies. Nadam's hard-coded decay
+  0.96 is always rounded (0.96f / 0.96 - 1 = -2.2e-8); that moves u_t by < 1e-7 relative, and
+  the params of these cases by ~3e-9 (measured with an independent float64 emulation of the
+  rule, with 0.96 vs 0.96f), so Nadam cases with nothing else rounded get ``atol = 1e-8``.
 """
 
 from __future__ import annotations
@@ -112,6 +115,9 @@ def run_ours(case: dict, dtype: torch.dtype, fused: bool, *, semantics: str = "k
     return out
 
 
+NADAM_DECAY = "<decay 0.96, hard-coded>"
+
+
 def fp32_tol(case: dict) -> dict:
     return {"rtol": 1e-6, "atol": 4 * case["fp32_noise"]}
 
@@ -162,7 +168,13 @@ def test_float32_matches_keras(name, fused):
 def test_float64_matches_keras(name, fused):
     case = CASES[name]
     ours = run_ours(case, torch.float64, fused)
-    tol = {"rtol": 1e-11, "atol": 1e-11} if case["fp64_exact"] else fp32_tol(case)
+    rounded = case["fp64_rounded_to_float32"]
+    if not rounded:
+        tol = {"rtol": 1e-11, "atol": 1e-11}
+    elif rounded == [NADAM_DECAY]:
+        tol = {"rtol": 0.0, "atol": 1e-8}
+    else:
+        tol = fp32_tol(case)
     compare(ours, case["float64"], what=f"{name} float64", **tol)
 
 
