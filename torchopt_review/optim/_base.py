@@ -43,6 +43,7 @@ from torch import Tensor
 __all__ = ["FlatOptimizer", "load_kernels", "SEMANTICS"]
 
 SEMANTICS = ("torch", "keras")
+CAPTURABLE_DEVICES = ("cuda", "xpu", "hpu", "privateuseone", "xla")
 
 # --------------------------------------------------------------------------------------
 # Doc fragments shared by the six classes (spliced into their docstrings with .format).
@@ -473,7 +474,17 @@ class FlatOptimizer(torch.optim.Optimizer):
         return state
 
     def _reference_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        capturable = bool(group.get("capturable"))
         for p in params:
+            if capturable:
+                step_t = self.state.get(p, {}).get("step")
+                if p.device.type not in CAPTURABLE_DEVICES or (
+                        step_t is not None and step_t.device.type != p.device.type):
+                    # as torch.optim: capturable steps only make sense on a graph-capturing device
+                    raise AssertionError(
+                        "If capturable=True, params and state_steps must be on supported "
+                        f"devices: {list(CAPTURABLE_DEVICES)}."
+                    )
             grad = p.grad
             if grad.is_sparse:
                 if not self._supports_sparse or group.get("fused"):
@@ -749,14 +760,29 @@ class FlatOptimizer(torch.optim.Optimizer):
         return int(self._global_state["step"])
 
     @staticmethod
-    def _decay_terms(group: dict[str, Any], lr: float, decoupled: bool) -> tuple[float, float]:
-        """(l2 coefficient added to the grad, decoupled multiplier applied to the param)."""
+    def _decay_terms(group: dict[str, Any], lr: float, decoupled: bool,
+                     keras: bool) -> tuple[float, float, float, float]:
+        """Weight decay as kernel scalars ``(l2, dm, kwd, klr)``.
+
+        ``l2`` is added to the gradient times the param (torch's L2 penalty); the param is first
+        replaced by ``w*dm - (w*kwd)*klr``: ``dm = 1 - lr*wd`` is torch's decoupled decay,
+        ``kwd, klr = wd, lr`` is Keras's ``variable - variable * wd * lr`` (same rounding).
+        """
         wd = float(_scalar(group["weight_decay"]))
         if wd == 0:
-            return 0.0, 1.0
+            return 0.0, 1.0, 0.0, 0.0
+        if keras:
+            return 0.0, 1.0, wd, lr
         if decoupled:
-            return 0.0, 1.0 - lr * wd
-        return wd, 1.0
+            return 0.0, 1.0 - lr * wd, 0.0, 0.0
+        return wd, 1.0, 0.0, 0.0
+
+    @staticmethod
+    def _apply_decay_torch_ops(p: Tensor, dm: float, kwd: float, klr: float) -> None:
+        if dm != 1.0:
+            p.mul_(dm)
+        if kwd != 0.0:
+            p.sub_(p * kwd * klr)
 
 
 def zero_scalar_state(p: Tensor, capturable: bool, value: float = 0.0) -> Tensor:

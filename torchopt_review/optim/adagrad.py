@@ -137,16 +137,15 @@ class Adagrad(FlatOptimizer):
         keras = group["semantics"] == "keras"
         t = self._keras_step() if keras else step
         clr = lr / (1 + (t - 1) * group["lr_decay"])
-        l2, dm = self._decay_terms(group, lr, decoupled=keras)
+        l2, dm, kwd, klr = self._decay_terms(group, lr, decoupled=keras, keras=keras)
         eps = float(group["eps"])
         ein, eout = (eps, 0.0) if keras else (0.0, eps)  # keras: eps inside the sqrt
         gs = -1.0 if group["maximize"] else 1.0
-        return [clr, l2, dm, gs, ein, eout], []
+        return [clr, l2, dm, gs, ein, eout, kwd, klr], []
 
     def _flat_torch(self, group, p, g, S, H, F, work) -> None:
-        clr, l2, dm, gs, ein, eout = H
-        if dm != 1.0:
-            p.mul_(dm)
+        clr, l2, dm, gs, ein, eout, kwd, klr = H
+        self._apply_decay_torch_ops(p, dm, kwd, klr)
         if gs != 1.0:
             g.neg_()
         if l2 != 0.0:
@@ -183,7 +182,7 @@ def adagrad_reference(param: Tensor, grad: Tensor, state_sum: Tensor, *, step: f
         if grad.is_sparse:
             grad = grad.to_dense()
         if weight_decay != 0:
-            param.mul_(1 - lr * weight_decay)
+            param.sub_(param * weight_decay * lr)  # Keras: variable - variable * wd * lr
         param, grad, state_sum = real_views(param, grad, state_sum)
         state_sum.add_(grad * grad)
         # Keras adagrad.py:86-91: eps inside the square root

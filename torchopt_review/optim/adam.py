@@ -156,19 +156,18 @@ class Adam(FlatOptimizer):
         t = self._keras_step() if keras else step
         bc1 = 1.0 - beta1 ** t
         bc2 = 1.0 - beta2 ** t
-        l2, dm = self._decay_terms(group, lr, keras or group["decoupled_weight_decay"])
+        l2, dm, kwd, klr = self._decay_terms(group, lr, group["decoupled_weight_decay"], keras)
         if keras:  # epsilon-hat: eps on the uncorrected sqrt(v), correction in alpha
             step_size, bc2_sqrt = lr * math.sqrt(bc2) / bc1, 1.0
         else:
             step_size, bc2_sqrt = lr / bc1, bc2 ** 0.5
         gs = -1.0 if group["maximize"] else 1.0
-        H = [beta1, beta2, step_size, 1.0 / bc2_sqrt, float(group["eps"]), l2, dm, gs]
+        H = [beta1, beta2, step_size, 1.0 / bc2_sqrt, float(group["eps"]), l2, dm, gs, kwd, klr]
         return H, [int(bool(group["amsgrad"]))]
 
     def _flat_torch(self, group, p, g, S, H, F, work) -> None:
-        beta1, beta2, step_size, inv_bc2_sqrt, eps, l2, dm, gs = H
-        if dm != 1.0:
-            p.mul_(dm)
+        beta1, beta2, step_size, inv_bc2_sqrt, eps, l2, dm, gs, kwd, klr = H
+        self._apply_decay_torch_ops(p, dm, kwd, klr)
         if gs != 1.0:
             g.neg_()
         if l2 != 0.0:
@@ -211,7 +210,9 @@ def adam_reference(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Ten
     """
     grad = grad if not maximize else -grad
     if weight_decay != 0:
-        if decoupled:
+        if keras:
+            param.sub_(param * weight_decay * lr)  # Keras: variable - variable * wd * lr
+        elif decoupled:
             param.mul_(1 - lr * weight_decay)
         else:
             grad = grad.add(param, alpha=weight_decay)

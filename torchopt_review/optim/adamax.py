@@ -116,16 +116,15 @@ class Adamax(FlatOptimizer):
         keras = group["semantics"] == "keras"
         t = self._keras_step() if keras else step
         clr = lr / (1.0 - beta1 ** t)
-        l2, dm = self._decay_terms(group, lr, decoupled=keras)
+        l2, dm, kwd, klr = self._decay_terms(group, lr, decoupled=keras, keras=keras)
         eps = float(group["eps"])
         ein, eout = (0.0, eps) if keras else (eps, 0.0)  # keras: eps outside the max
         gs = -1.0 if group["maximize"] else 1.0
-        return [beta1, beta2, clr, ein, eout, l2, dm, gs], []
+        return [beta1, beta2, clr, ein, eout, l2, dm, gs, kwd, klr], []
 
     def _flat_torch(self, group, p, g, S, H, F, work) -> None:
-        beta1, beta2, clr, ein, eout, l2, dm, gs = H
-        if dm != 1.0:
-            p.mul_(dm)
+        beta1, beta2, clr, ein, eout, l2, dm, gs, kwd, klr = H
+        self._apply_decay_torch_ops(p, dm, kwd, klr)
         if gs != 1.0:
             g.neg_()
         if l2 != 0.0:
@@ -160,7 +159,7 @@ def adamax_reference(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_inf: Tens
     grad = grad if not maximize else -grad
     if weight_decay != 0:
         if keras:
-            param.mul_(1 - lr * weight_decay)
+            param.sub_(param * weight_decay * lr)  # Keras: variable - variable * wd * lr
         else:
             grad = grad.add(param, alpha=weight_decay)
     param, grad, exp_avg, exp_inf = real_views(param, grad, exp_avg, exp_inf)

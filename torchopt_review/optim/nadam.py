@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
 import torch
@@ -18,6 +19,11 @@ __all__ = ["NAdam"]
 def _mu(beta1: float, momentum_decay: float, t: Any) -> Any:
     """The momentum schedule mu_t = beta1 (1 - 0.5 * 0.96^(psi t))."""
     return beta1 * (1.0 - 0.5 * (0.96 ** (t * momentum_decay)))
+
+
+def _f32(x: float) -> float:
+    """``x`` rounded to float32 (what the float32 per-param ``mu_product`` mirror holds)."""
+    return struct.unpack("f", struct.pack("f", x))[0]
 
 
 def _key(beta1: float, momentum_decay: float) -> str:
@@ -183,7 +189,7 @@ class NAdam(FlatOptimizer):
         if keras:
             t = self._keras_step()
             u_product = self._global_u(group)
-            mu_buf.fill_(u_product)
+            mu_buf.fill_(_f32(u_product))  # the per-param mirror of the global product
         else:
             t = step
             mu_buf.mul_(_mu(beta1, psi, t))  # float32, exactly as torch's per-param product
@@ -191,17 +197,17 @@ class NAdam(FlatOptimizer):
         mu, mu_next = _mu(beta1, psi, t), _mu(beta1, psi, t + 1)
         c_g = -lr * (1.0 - mu) / (1.0 - u_product)
         c_m = (-lr * mu_next) / (1.0 - u_product * mu_next)
-        l2, dm = self._decay_terms(group, lr, keras or group["decoupled_weight_decay"])
+        l2, dm, kwd, klr = self._decay_terms(group, lr, group["decoupled_weight_decay"], keras)
         gs = -1.0 if group["maximize"] else 1.0
-        H = [beta1, beta2, 1.0 / (1.0 - beta2 ** t), float(group["eps"]), c_g, c_m, l2, dm, gs]
+        H = [beta1, beta2, 1.0 / (1.0 - beta2 ** t), float(group["eps"]), c_g, c_m, l2, dm, gs,
+             kwd, klr]
         return H, []
 
     _workspace = True
 
     def _flat_torch(self, group, p, g, S, H, F, work) -> None:
-        beta1, beta2, inv_bc2, eps, c_g, c_m, l2, dm, gs = H
-        if dm != 1.0:
-            p.mul_(dm)
+        beta1, beta2, inv_bc2, eps, c_g, c_m, l2, dm, gs, kwd, klr = H
+        self._apply_decay_torch_ops(p, dm, kwd, klr)
         if gs != 1.0:
             g.neg_()
         if l2 != 0.0:
@@ -219,8 +225,10 @@ class NAdam(FlatOptimizer):
         capturable = group["capturable"]
         step = ref_step(state, capturable)
         keras = group["semantics"] == "keras"
+        global_u = None
         if keras:
-            state["mu_product"].fill_(self._global_u(group))
+            global_u = self._global_u(group)
+            state["mu_product"].fill_(_f32(global_u))  # the per-param mirror
         nadam_reference(
             p, grad, state["exp_avg"], state["exp_avg_sq"], state["mu_product"],
             step=self._keras_step() if keras else step,
@@ -228,22 +236,25 @@ class NAdam(FlatOptimizer):
             beta1=group["betas"][0], beta2=group["betas"][1], eps=group["eps"],
             weight_decay=group["weight_decay"], momentum_decay=group["momentum_decay"],
             maximize=group["maximize"], decoupled=keras or group["decoupled_weight_decay"],
-            keras=keras,
+            keras=keras, global_u_product=global_u,
         )
 
 
 def nadam_reference(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
                     mu_product: Tensor, *, step: Any, lr: Any, beta1: float, beta2: float,
                     eps: float, weight_decay: float, momentum_decay: float, maximize: bool,
-                    decoupled: bool, keras: bool) -> None:
+                    decoupled: bool, keras: bool, global_u_product: float | None = None) -> None:
     """One NAdam step of one tensor in plain torch ops: the readable ground truth.
 
     Under torch semantics ``mu_product`` is this param's product, advanced here; under keras
-    semantics it already holds the global product :math:`U_t` and ``step`` is the global step.
+    semantics ``global_u_product`` is the global product :math:`U_t` (a double) and ``step``
+    the global step.
     """
     grad = grad if not maximize else -grad
     if weight_decay != 0:
-        if decoupled:
+        if keras:
+            param.sub_(param * weight_decay * lr)  # Keras: variable - variable * wd * lr
+        elif decoupled:
             param.mul_(1 - lr * weight_decay)
         else:
             grad = grad.add(param, alpha=weight_decay)
@@ -251,9 +262,11 @@ def nadam_reference(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Te
 
     mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
     mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * momentum_decay)))
-    if not keras:
+    if keras:
+        u_product = global_u_product
+    else:
         mu_product *= mu
-    u_product = mu_product if isinstance(step, Tensor) else float(mu_product)
+        u_product = mu_product if isinstance(step, Tensor) else float(mu_product)
 
     exp_avg.lerp_(grad, 1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)

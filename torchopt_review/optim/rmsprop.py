@@ -146,21 +146,21 @@ class RMSprop(FlatOptimizer):
         lr = float(_scalar(group["lr"]))
         self._advance_step(b)
         keras = group["semantics"] == "keras"
-        l2, dm = self._decay_terms(group, lr, decoupled=keras)
+        l2, dm, kwd, klr = self._decay_terms(group, lr, decoupled=keras, keras=keras)
         eps = float(group["eps"])
         if keras:  # eps inside the sqrt, lr inside the momentum buffer
             c_in, c_out, ein, eout = lr, 1.0, eps, 0.0
         else:
             c_in, c_out, ein, eout = 1.0, lr, 0.0, eps
         gs = -1.0 if group["maximize"] else 1.0
-        H = [float(group["alpha"]), c_in, c_out, float(group["momentum"]), l2, dm, gs, ein, eout]
+        H = [float(group["alpha"]), c_in, c_out, float(group["momentum"]), l2, dm, gs, ein, eout,
+             kwd, klr]
         return H, [int(bool(group["centered"])), int(group["momentum"] > 0)]
 
     def _flat_torch(self, group, p, g, S, H, F, work) -> None:
-        alpha, c_in, c_out, mu, l2, dm, gs, ein, eout = H
+        alpha, c_in, c_out, mu, l2, dm, gs, ein, eout, kwd, klr = H
         centered, use_mom = F
-        if dm != 1.0:
-            p.mul_(dm)
+        self._apply_decay_torch_ops(p, dm, kwd, klr)
         if gs != 1.0:
             g.neg_()
         if l2 != 0.0:
@@ -206,7 +206,7 @@ def rmsprop_reference(param: Tensor, grad: Tensor, square_avg: Tensor, grad_avg:
     grad = grad if not maximize else -grad
     if weight_decay != 0:
         if keras:
-            param.mul_(1 - lr * weight_decay)
+            param.sub_(param * weight_decay * lr)  # Keras: variable - variable * wd * lr
         else:
             grad = grad.add(param, alpha=weight_decay)
     param, grad, square_avg, grad_avg, momentum_buffer = real_views(

@@ -128,18 +128,17 @@ class SGD(FlatOptimizer):
     def _coefficients(self, group, b):
         lr = float(_scalar(group["lr"]))
         keras = group["semantics"] == "keras"
-        l2, dm = self._decay_terms(group, lr, decoupled=keras)
+        l2, dm, kwd, klr = self._decay_terms(group, lr, decoupled=keras, keras=keras)
         gs = -1.0 if group["maximize"] else 1.0
         momentum = float(group["momentum"])
-        H = [lr, momentum, 1.0 - float(group["dampening"]), l2, dm, gs]
+        H = [lr, momentum, 1.0 - float(group["dampening"]), l2, dm, gs, kwd, klr]
         F = [int(momentum != 0), int(bool(group["nesterov"])), int(keras), int(bool(b.pending))]
         return H, F
 
     def _flat_torch(self, group, p, g, S, H, F, work) -> None:
-        lr, mu, damp, l2, dm, gs = H
+        lr, mu, damp, l2, dm, gs, kwd, klr = H
         use_mom, nesterov, keras, first = F
-        if dm != 1.0:
-            p.mul_(dm)
+        self._apply_decay_torch_ops(p, dm, kwd, klr)
         if gs != 1.0:
             g.neg_()
         if l2 != 0.0:
@@ -189,7 +188,7 @@ def sgd_reference(param: Tensor, grad: Tensor, state: dict[str, Any], *, lr: Any
         if grad.is_sparse:
             grad = grad.to_dense()
         if weight_decay != 0:
-            param.mul_(1 - lr * weight_decay)  # decoupled, before the update (Keras)
+            param.sub_(param * weight_decay * lr)  # decoupled, before the update (Keras)
         if momentum == 0:
             param.sub_(grad * lr)
             return

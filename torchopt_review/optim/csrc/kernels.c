@@ -12,6 +12,10 @@
  *   F        integer flags that select a variant; they are dispatched to
  *            compile-time constants so every variant's loop vectorizes.
  *
+ * Weight decay: w <- w*dm - (w*kwd)*klr, with dm = 1 - lr*wd (torch's decoupled decay) or
+ * kwd = wd, klr = lr (Keras's `variable - variable * wd * lr`, same rounding); the last two
+ * entries of every kernel's H are kwd and klr.
+ *
  * All of an update's arithmetic happens in one loop over the elements: each
  * byte of parameter, gradient and state is read once and written once.
  * Compiled with -O3 -fno-math-errno -ffp-contract=off -fopenmp-simd: sqrt
@@ -58,12 +62,12 @@ int torchopt_kernels_abi_version(void) { return 1; }
  * keras: v = mu*v - lr*g (first: v = -lr*g);  w += nesterov ? mu*v - lr*g : v
  */
 TOR_INLINE void FN(sgd_tensor)(int64_t len, T *restrict w, const T *restrict g, T *restrict b,
-                               const T lr, const T mu, const T damp, const T wd, const T dm,
+                               const T lr, const T mu, const T damp, const T wd, const T dm, const T kwd, const T klr,
                                const T gs, const int mom, const int nest, const int keras,
                                const int first) {
   TOR_SIMD
   for (int64_t i = 0; i < len; ++i) {
-    T wi = w[i] * dm;
+    T wi = w[i] * dm - (w[i] * kwd) * klr;
     T gi = gs * g[i] + wd * wi;
     if (!mom) {
       wi = wi - lr * gi;
@@ -84,13 +88,14 @@ TOR_INLINE void FN(sgd_tensor)(int64_t len, T *restrict w, const T *restrict g, 
 #define TOR_SGD_LOOP(MOM, NEST, KERAS, FIRST)                                              \
   for (int64_t t = 0; t < n; ++t) {                                                        \
     FN(sgd_tensor)(N[t], (T *)P[t], (const T *)G[t], MOM ? b + off : b, lr, mu, damp, wd, dm, \
-                   gs, MOM, NEST, KERAS, FIRST);                                           \
+                   kwd, klr, gs, MOM, NEST, KERAS, FIRST);                                           \
     off += N[t];                                                                           \
   }
 
 void FN(sgd)(int64_t n, void *const *P, void *const *G, const int64_t *N, void *const *S,
              const double *H, const int64_t *F) {
   const T lr = (T)H[0], mu = (T)H[1], damp = (T)H[2], wd = (T)H[3], dm = (T)H[4], gs = (T)H[5];
+  const T kwd = (T)H[6], klr = (T)H[7];
   T *b = F[0] ? (T *)S[0] : (T *)0;
   int64_t off = 0;
   const int code = (int)(F[0] ? 1 + (F[1] ? 1 : 0) + (F[2] ? 2 : 0) + (F[3] ? 4 : 0) : 0);
@@ -113,11 +118,11 @@ void FN(sgd)(int64_t n, void *const *P, void *const *G, const int64_t *N, void *
  * (torch: eps_in = 0, eps_out = eps; keras: eps_in = eps, eps_out = 0)
  */
 TOR_INLINE void FN(adagrad_tensor)(int64_t len, T *restrict w, const T *restrict g,
-                                   T *restrict s, const T clr, const T wd, const T dm,
+                                   T *restrict s, const T clr, const T wd, const T dm, const T kwd, const T klr,
                                    const T gs, const T ein, const T eout) {
   TOR_SIMD
   for (int64_t i = 0; i < len; ++i) {
-    T wi = w[i] * dm;
+    T wi = w[i] * dm - (w[i] * kwd) * klr;
     T gi = gs * g[i] + wd * wi;
     T si = s[i] + gi * gi;
     s[i] = si;
@@ -129,10 +134,12 @@ void FN(adagrad)(int64_t n, void *const *P, void *const *G, const int64_t *N, vo
                  const double *H, const int64_t *F) {
   (void)F;
   const T clr = (T)H[0], wd = (T)H[1], dm = (T)H[2], gs = (T)H[3], ein = (T)H[4], eout = (T)H[5];
+  const T kwd = (T)H[6], klr = (T)H[7];
   T *s = (T *)S[0];
   int64_t off = 0;
   for (int64_t t = 0; t < n; ++t) {
-    FN(adagrad_tensor)(N[t], (T *)P[t], (const T *)G[t], s + off, clr, wd, dm, gs, ein, eout);
+    FN(adagrad_tensor)(N[t], (T *)P[t], (const T *)G[t], s + off, clr, wd, dm, kwd, klr, gs,
+                       ein, eout);
     off += N[t];
   }
 }
@@ -149,12 +156,12 @@ void FN(adagrad)(int64_t n, void *const *P, void *const *G, const int64_t *N, vo
 TOR_INLINE void FN(rmsprop_tensor)(int64_t len, T *restrict w, const T *restrict g,
                                    T *restrict v, T *restrict ga, T *restrict buf, const T a,
                                    const T cin, const T cout, const T mu, const T wd,
-                                   const T dm, const T gs, const T ein, const T eout,
+                                   const T dm, const T kwd, const T klr, const T gs, const T ein, const T eout,
                                    const int centered, const int mom) {
   const T oma = (T)1 - a;
   TOR_SIMD
   for (int64_t i = 0; i < len; ++i) {
-    T wi = w[i] * dm;
+    T wi = w[i] * dm - (w[i] * kwd) * klr;
     T gi = gs * g[i] + wd * wi;
     T vi = v[i] * a + oma * (gi * gi);
     v[i] = vi;
@@ -179,7 +186,7 @@ TOR_INLINE void FN(rmsprop_tensor)(int64_t len, T *restrict w, const T *restrict
 #define TOR_RMS_LOOP(C, M)                                                                 \
   for (int64_t t = 0; t < n; ++t) {                                                        \
     FN(rmsprop_tensor)(N[t], (T *)P[t], (const T *)G[t], v + off, C ? ga + off : ga,       \
-                       M ? buf + off : buf, a, cin, cout, mu, wd, dm, gs, ein, eout, C, M); \
+                       M ? buf + off : buf, a, cin, cout, mu, wd, dm, kwd, klr, gs, ein, eout, C, M); \
     off += N[t];                                                                           \
   }
 
@@ -187,6 +194,7 @@ void FN(rmsprop)(int64_t n, void *const *P, void *const *G, const int64_t *N, vo
                  const double *H, const int64_t *F) {
   const T a = (T)H[0], cin = (T)H[1], cout = (T)H[2], mu = (T)H[3], wd = (T)H[4], dm = (T)H[5],
           gs = (T)H[6], ein = (T)H[7], eout = (T)H[8];
+  const T kwd = (T)H[9], klr = (T)H[10];
   T *v = (T *)S[0], *ga = (T *)S[1], *buf = (T *)S[2];
   int64_t off = 0;
   const int code = (F[0] ? 1 : 0) + (F[1] ? 2 : 0);
@@ -208,12 +216,12 @@ void FN(rmsprop)(int64_t n, void *const *P, void *const *G, const int64_t *N, vo
  */
 TOR_INLINE void FN(adam_tensor)(int64_t len, T *restrict w, const T *restrict g, T *restrict m,
                                 T *restrict v, T *restrict vm, const T b1, const T b2,
-                                const T ss, const T ibc2s, const T eps, const T wd, const T dm,
+                                const T ss, const T ibc2s, const T eps, const T wd, const T dm, const T kwd, const T klr,
                                 const T gs, const int ams) {
   const T omb1 = (T)1 - b1, omb2 = (T)1 - b2;
   TOR_SIMD
   for (int64_t i = 0; i < len; ++i) {
-    T wi = w[i] * dm;
+    T wi = w[i] * dm - (w[i] * kwd) * klr;
     T gi = gs * g[i] + wd * wi;
     T mi = m[i] + omb1 * (gi - m[i]);
     m[i] = mi;
@@ -232,18 +240,19 @@ void FN(adam)(int64_t n, void *const *P, void *const *G, const int64_t *N, void 
               const double *H, const int64_t *F) {
   const T b1 = (T)H[0], b2 = (T)H[1], ss = (T)H[2], ibc2s = (T)H[3], eps = (T)H[4], wd = (T)H[5],
           dm = (T)H[6], gs = (T)H[7];
+  const T kwd = (T)H[8], klr = (T)H[9];
   T *m = (T *)S[0], *v = (T *)S[1], *vm = (T *)S[2];
   int64_t off = 0;
   if (F[0]) {
     for (int64_t t = 0; t < n; ++t) {
       FN(adam_tensor)(N[t], (T *)P[t], (const T *)G[t], m + off, v + off, vm + off, b1, b2, ss,
-                      ibc2s, eps, wd, dm, gs, 1);
+                      ibc2s, eps, wd, dm, kwd, klr, gs, 1);
       off += N[t];
     }
   } else {
     for (int64_t t = 0; t < n; ++t) {
       FN(adam_tensor)(N[t], (T *)P[t], (const T *)G[t], m + off, v + off, vm, b1, b2, ss, ibc2s,
-                      eps, wd, dm, gs, 0);
+                      eps, wd, dm, kwd, klr, gs, 0);
       off += N[t];
     }
   }
@@ -258,12 +267,12 @@ void FN(adam)(int64_t n, void *const *P, void *const *G, const int64_t *N, void 
  */
 TOR_INLINE void FN(nadam_tensor)(int64_t len, T *restrict w, const T *restrict g, T *restrict m,
                                  T *restrict v, const T b1, const T b2, const T ibc2,
-                                 const T eps, const T cg, const T cm, const T wd, const T dm,
+                                 const T eps, const T cg, const T cm, const T wd, const T dm, const T kwd, const T klr,
                                  const T gs) {
   const T omb1 = (T)1 - b1, omb2 = (T)1 - b2;
   TOR_SIMD
   for (int64_t i = 0; i < len; ++i) {
-    T wi = w[i] * dm;
+    T wi = w[i] * dm - (w[i] * kwd) * klr;
     T gi = gs * g[i] + wd * wi;
     T mi = m[i] + omb1 * (gi - m[i]);
     m[i] = mi;
@@ -279,11 +288,12 @@ void FN(nadam)(int64_t n, void *const *P, void *const *G, const int64_t *N, void
   (void)F;
   const T b1 = (T)H[0], b2 = (T)H[1], ibc2 = (T)H[2], eps = (T)H[3], cg = (T)H[4], cm = (T)H[5],
           wd = (T)H[6], dm = (T)H[7], gs = (T)H[8];
+  const T kwd = (T)H[9], klr = (T)H[10];
   T *m = (T *)S[0], *v = (T *)S[1];
   int64_t off = 0;
   for (int64_t t = 0; t < n; ++t) {
     FN(nadam_tensor)(N[t], (T *)P[t], (const T *)G[t], m + off, v + off, b1, b2, ibc2, eps, cg,
-                     cm, wd, dm, gs);
+                     cm, wd, dm, kwd, klr, gs);
     off += N[t];
   }
 }
@@ -297,11 +307,11 @@ void FN(nadam)(int64_t n, void *const *P, void *const *G, const int64_t *N, void
 TOR_INLINE void FN(adamax_tensor)(int64_t len, T *restrict w, const T *restrict g,
                                   T *restrict m, T *restrict u, const T b1, const T b2,
                                   const T clr, const T ein, const T eout, const T wd,
-                                  const T dm, const T gs) {
+                                  const T dm, const T kwd, const T klr, const T gs) {
   const T omb1 = (T)1 - b1;
   TOR_SIMD
   for (int64_t i = 0; i < len; ++i) {
-    T wi = w[i] * dm;
+    T wi = w[i] * dm - (w[i] * kwd) * klr;
     T gi = gs * g[i] + wd * wi;
     T mi = m[i] + omb1 * (gi - m[i]);
     m[i] = mi;
@@ -317,11 +327,12 @@ void FN(adamax)(int64_t n, void *const *P, void *const *G, const int64_t *N, voi
   (void)F;
   const T b1 = (T)H[0], b2 = (T)H[1], clr = (T)H[2], ein = (T)H[3], eout = (T)H[4], wd = (T)H[5],
           dm = (T)H[6], gs = (T)H[7];
+  const T kwd = (T)H[8], klr = (T)H[9];
   T *m = (T *)S[0], *u = (T *)S[1];
   int64_t off = 0;
   for (int64_t t = 0; t < n; ++t) {
     FN(adamax_tensor)(N[t], (T *)P[t], (const T *)G[t], m + off, u + off, b1, b2, clr, ein,
-                      eout, wd, dm, gs);
+                      eout, wd, dm, kwd, klr, gs);
     off += N[t];
   }
 }
