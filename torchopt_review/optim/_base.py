@@ -23,6 +23,7 @@ computed in Python as doubles, so an lr scheduler never triggers a rebuild.
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import hashlib
 import math
@@ -355,7 +356,7 @@ class FlatOptimizer(torch.optim.Optimizer):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state["_global_state"] = dict(self._global_state)
+        state["_global_state"] = copy.deepcopy(self._global_state)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -384,14 +385,14 @@ class FlatOptimizer(torch.optim.Optimizer):
         ``torch.optim`` ignores the extra key, so the dict loads there too.
         """
         sd = super().state_dict()
-        sd["global_state"] = dict(self._global_state)
+        sd["global_state"] = copy.deepcopy(self._global_state)
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         glob = state_dict.get("global_state")
         super().load_state_dict(state_dict)
         if glob is not None:
-            self._global_state = dict(glob)
+            self._global_state = copy.deepcopy(glob)
         else:
             self._global_state = self._derive_global_state()
         self._plans = {}
