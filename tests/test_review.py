@@ -380,5 +380,12 @@ def test_cli_end_to_end_with_real_training(tmp_path, synthetic_data_dir, names):
         assert rec["status"] == "done" and rec["epochs_completed"] == 2
         assert (tmp_path / "runs" / "e2e" / opt / "seed0" / "metrics.csv").exists()
     assert "2 done, 0 diverged, 0 failed" in proc.stderr
-    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "2 finished before (skipped), 0 to run" in again.stderr
+    # train.run's run.json satisfies the review's skip rule: nothing runs again
+    cli = {"data": {"data_dir": str(synthetic_data_dir)}, "trainer": {"limit_batches": 3}}
+    again = rv.review(rv.load_review(conf, logdir=str(tmp_path / "runs"), cli_overrides=cli),
+                      run_fn=_must_not_run, workers=1, in_process=True, report=False, stream=None)
+    assert [(o.key, o.status, o.skipped) for o in again.outcomes] == [("sgd/seed0", "done", True), ("adam/seed0", "done", True)]
+
+
+def _must_not_run(cfg, **kw):
+    raise AssertionError(f"{cfg.run_dir} was finished and should have been skipped")
