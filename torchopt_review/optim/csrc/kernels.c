@@ -18,7 +18,7 @@
  *
  * All of an update's arithmetic happens in one loop over the elements: each
  * byte of parameter, gradient and state is read once and written once.
- * Compiled with -O3 -fno-math-errno -ffp-contract=off -fopenmp-simd: sqrt
+ * Compiled with -O2 -ftree-vectorize -fno-math-errno -ffp-contract=off -fopenmp-simd: sqrt
  * vectorizes, and no a*b+c is fused, so results stay close to torch's
  * for-loop kernels.  The file includes itself twice, for float and double.
  */
