@@ -13,7 +13,6 @@ import pickle
 import subprocess
 import sys
 import textwrap
-import warnings
 
 import pytest
 import torch

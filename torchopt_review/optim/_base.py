@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import ctypes
 import hashlib
-import math
 import operator
 import os
 import platform
@@ -36,7 +35,7 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -807,20 +806,7 @@ def ref_step(state: dict[str, Any], capturable: bool) -> Any:
     return step_t if capturable else float(step_t)
 
 
-def math_pow(base: float, exp: Any) -> Any:
-    return base ** exp if isinstance(exp, Tensor) else math.pow(base, exp)
-
-
 def as_float(x: Any, keep_tensor: bool) -> Any:
     if isinstance(x, Tensor) and not keep_tensor:
         return x.item()
     return x
-
-
-def split_defaults(**kw: Any) -> dict[str, Any]:
-    return dict(kw)
-
-
-def iter_params(groups: Iterable[dict[str, Any]]) -> Iterable[Tensor]:
-    for g in groups:
-        yield from g["params"]

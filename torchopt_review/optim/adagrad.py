@@ -7,8 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import (fill_doc, DOC_FLAGS, DOC_FUSED, DOC_KERAS_COMMON, DOC_PARAMS, DOC_SEMANTICS,
-                    FlatOptimizer, _scalar, as_float, check_lr, real_views, ref_step)
+from ._base import (fill_doc, FlatOptimizer, _scalar, as_float, check_lr, real_views, ref_step)
 
 __all__ = ["Adagrad"]
 

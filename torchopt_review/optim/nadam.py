@@ -9,9 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import (fill_doc, DOC_CAPTURABLE, DOC_FLAGS, DOC_FUSED, DOC_KERAS_COMMON, DOC_PARAMS,
-                    DOC_SEMANTICS, FlatOptimizer, _scalar, as_float, check_betas, check_lr,
-                    real_views, ref_step, zero_scalar_state)
+from ._base import (fill_doc, FlatOptimizer, _scalar, as_float, check_betas, check_lr, real_views,
+                    ref_step, zero_scalar_state)
 
 __all__ = ["NAdam"]
 

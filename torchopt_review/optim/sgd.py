@@ -7,8 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import (fill_doc, DOC_FLAGS, DOC_FUSED, DOC_KERAS_COMMON, DOC_PARAMS, DOC_SEMANTICS,
-                    FlatOptimizer, _scalar, check_lr)
+from ._base import (fill_doc, FlatOptimizer, _scalar, check_lr)
 
 __all__ = ["SGD"]
 
