@@ -781,6 +781,10 @@ def _epochs_done(info: Mapping[str, Any]) -> int | None:
     return e if isinstance(e, int) and not isinstance(e, bool) else None
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def _one_line(text: str | None) -> str:
     lines = [l for l in str(text or "").strip().splitlines() if l.strip()]
     return lines[-1].strip() if lines else "unknown error"
@@ -1009,14 +1013,18 @@ class _Scheduler:
                 self.progress.draw()
         finally:
             for slot in slots:
-                try:
-                    slot.conn.send(None)
-                except (BrokenPipeError, OSError):
-                    pass
+                if slot.task is not None:
+                    # Interrupted mid-run: stop it at once. Its last finished epoch is checkpointed
+                    # (atomically) and its run.json still says "running": the next review resumes it.
+                    # (SIGTERM would let Lightning turn the stop into a "failed" run.)
+                    slot.proc.kill()
+                else:
+                    try:
+                        slot.conn.send(None)
+                    except (BrokenPipeError, OSError):
+                        pass
             deadline = time.monotonic() + 10
             for slot in slots:
-                if slot.task is not None:  # interrupted: stop it now; its last epoch is checkpointed
-                    slot.proc.terminate()
                 slot.proc.join(timeout=max(0.1, deadline - time.monotonic()))
                 if slot.proc.is_alive():
                     slot.proc.kill()
@@ -1139,7 +1147,7 @@ def review(
                 progress.bad[o.status] += 1
         if stream is not None:
             skipped = f", {len(outcomes)} finished before (skipped)" if outcomes else ""
-            print(f"{title}: {len(mine)} runs{skipped}, {len(todo)} to run"
+            print(f"{title}: {_plural(len(mine), 'run')}{skipped}, {len(todo)} to run"
                   + (f" on {n_workers} worker{'s' * (n_workers != 1)}" if todo else ""), file=stream, flush=True)
         sched = _Scheduler(todo, run_fn=run_fn, restart=restart, progress=progress)
         try:
@@ -1185,7 +1193,7 @@ def _print_summary(result: ReviewResult, stream: TextIO) -> None:
     skipped = sum(o.skipped for o in result.outcomes)
     parts = [f"{result.count('done')} done", f"{result.count('diverged')} diverged", f"{result.count('failed')} failed"]
     where = f" shard {result.shard[0]}/{result.shard[1]}" if result.shard else ""
-    print(f"review {result.experiment}{where}: {n} runs: {', '.join(parts)}"
+    print(f"review {result.experiment}{where}: {_plural(n, 'run')}: {', '.join(parts)}"
           + (f" ({skipped} finished before)" if skipped else "") + f" in {_fmt_s(result.wall_s)}", file=stream)
     for o in result.outcomes:
         if o.status == "diverged" and not o.skipped:
