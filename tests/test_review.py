@@ -318,6 +318,7 @@ def test_second_review_of_an_experiment_is_refused(tmp_path, capsys, names):
     (["--opts", "adamm"], "did you mean 'adam'"),
     (["--shard", "0/3"], "1-based"),
     (["--config", "nope.yaml"], "does not exist"),
+    (["--workers", "two"], "invalid int value: 'two'"),
 ])
 def test_cli_usage_errors_exit_2_with_one_line(argv, message, tmp_path, capsys, names):
     assert rv.main([*argv, "--logdir", str(tmp_path)]) == 2

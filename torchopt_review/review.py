@@ -23,7 +23,8 @@ What it does:
   holds a run of a *different* configuration stops the review before anything runs (use another
   ``--experiment``, or ``--restart``).
 - **Runs in parallel**: ``--workers K`` worker processes (default: the CPU cores this process
-  may use), started with the ``spawn`` method, each limited to one torch/OpenMP thread
+  may use, which under SLURM/cgroups is the allotment, not the node; 1 with ``--accelerator gpu``:
+  one process drives the GPU), started with the ``spawn`` method, each limited to one torch/OpenMP thread
   (``--threads``). Measured on a 2-core machine with the blog MLP at batch 32: 2 workers x 1
   thread ran ~240 steps/s in total, 2 workers x 2 threads ~12 steps/s (OpenMP threads spinning
   against each other), and even a single process ran slower with 2 threads than with 1: a
@@ -1222,24 +1223,31 @@ def _config_path(text: str) -> Path:
     return p
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line (``error: ...``, exit status 2), like every other error here."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from .optim.registry import optimizer_names
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m torchopt_review.review",
         description="Train every optimizer x seed of a review (in parallel, resumable), then write the report.",
         epilog="Exit status: 0 all runs done or diverged (divergence is a result); 1 some run failed; "
                "2 usage/config error or locked experiment; 130 interrupted (rerun to resume).",
     )
     p.add_argument("--config", default=str(CONFIG_DIR / "review" / "blog.yaml"),
-                   help="review YAML, or a name in configs/review/ (blog, geron); default: %(default)s")
+                   help="review YAML, or a name in configs/review/ (blog, geron); default: configs/review/blog.yaml")
     p.add_argument("--opts", help=f"comma-separated run labels or optimizer names, 'all' (the config's runs) "
                                   f"and/or variant labels; registry: {', '.join(optimizer_names())}")
     p.add_argument("--variants", action="store_true", help="also run every variant of the config")
     p.add_argument("--seeds", help="e.g. 0-4 or 0,2,5 (default: the config's)")
     p.add_argument("--lrs", help="learning-rate grid, e.g. 1e-4,1e-3,1e-2 (labels get -lr<lr>)")
     p.add_argument("--epochs", type=int, help="epochs per run (default: the config's)")
-    p.add_argument("--workers", type=int, help="worker processes (default: the usable CPU cores)")
+    p.add_argument("--workers", type=int, help="worker processes (default: the usable CPU cores; 1 with --accelerator gpu)")
     p.add_argument("--threads", type=int, help="torch threads per worker (default 1: runs in parallel beat threads in a run)")
     p.add_argument("--experiment", help="runs/<experiment>/ (default: the config's)")
     p.add_argument("--logdir", help="root of the run folders (default: runs)")
