@@ -321,7 +321,11 @@ def test_second_review_of_an_experiment_is_refused(tmp_path, capsys, names):
     (["--workers", "two"], "invalid int value: 'two'"),
 ])
 def test_cli_usage_errors_exit_2_with_one_line(argv, message, tmp_path, capsys, names):
-    assert rv.main([*argv, "--logdir", str(tmp_path)]) == 2
+    try:
+        code = rv.main([*argv, "--logdir", str(tmp_path)])
+    except SystemExit as exc:  # argparse's own errors exit from inside parse_args
+        code = exc.code
+    assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
 
