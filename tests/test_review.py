@@ -201,6 +201,13 @@ def test_finished_runs_are_skipped(tmp_path):
     assert len(calls(tmp_path)) == 18 and calls(tmp_path)[-1].endswith("start=0")
 
 
+def test_missing_data_stops_the_review_before_anything_is_written(tmp_path):
+    cfg = small(tmp_path, cli_overrides={"data": {"data_dir": str(tmp_path / "nowhere")}})
+    with pytest.raises(UserError, match="Fashion-MNIST not found"):
+        rv.review(cfg, workers=2, report=False, stream=None)  # the real train.run: the data is checked first
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_run_of_another_configuration_stops_the_review(tmp_path):
     cfg = small(tmp_path)
     go(cfg)

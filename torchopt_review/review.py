@@ -1119,6 +1119,12 @@ def review(
 
     all_runs = expand(cfg)
     mine = shard_runs(all_runs, shard)
+    if run_fn is None:
+        # The dataset is every run's first need: find it before anything is written or spawned.
+        from .data import find_data_dir
+
+        for data_dir in dict.fromkeys(r.data.data_dir for r in mine):
+            find_data_dir(data_dir)
     exp_dir = cfg.exp_dir()
     lock = _Lock(exp_dir, shard).acquire()
     try:
