@@ -23,35 +23,40 @@ What it does:
   holds a run of a *different* configuration stops the review before anything runs (use another
   ``--experiment``, or ``--restart``).
 - **Runs in parallel**: ``--workers K`` worker processes (default: the CPU cores this process
-  may use, which under SLURM/cgroups is the allotment, not the node; 1 with ``--accelerator gpu``:
-  one process drives the GPU), started with the ``spawn`` method, each limited to one torch/OpenMP thread
-  (``--threads``). Measured on a 2-core machine with the blog MLP at batch 32: 2 workers x 1
-  thread ran ~240 steps/s in total, 2 workers x 2 threads ~12 steps/s (OpenMP threads spinning
-  against each other), and even a single process ran slower with 2 threads than with 1: a
-  batch of 32 is too small to split, so parallelism belongs across runs, not inside one.
+  may use, which under SLURM/cgroups is the allotment, not the node's count; 1 with
+  ``--accelerator gpu``), started with the ``spawn`` method, each limited to one torch/OpenMP
+  thread (``--threads``). Why one: on a 2-core machine (busy with other jobs too), the blog MLP
+  at batch 32 ran ~240 optimizer steps/s in total with 2 workers x 1 thread and ~12 with 2
+  workers x 2 threads (OpenMP threads spinning against each other); a real 4-run review
+  (3 epochs of 219 steps each) took 24-39 s with 2 x 1 and 235-253 s with 2 x 2. Even a
+  single process ran slower with 2 threads than with 1: a batch of 32 is too small to split,
+  so the parallelism belongs across runs, not inside one.
 - **Isolates failures**: a run that raises, or whose worker process dies (killed, out of memory,
   segfault), is marked ``failed`` in its ``run.json`` with the error, and the other runs go on.
   A diverged run (NaN loss) is recorded by ``train`` as ``diverged``: that is a *result* of the
   optimizer, not a failure of the tool. What a worker prints during a run (warnings, tracebacks)
   goes to ``runs/<experiment>/.review-logs/<label>-seed<k>.log``.
 - **One progress line** on stderr for the whole review (runs done/total, running runs with their
-  epoch, ETA from the measured epoch rate); a plain line per finished run when stderr is not a
-  terminal.
+  epoch, ETA from the measured seconds per epoch), redrawn with ``\r`` at most twice a second
+  when stderr is a terminal; otherwise a plain line per finished run.
 - **Locks the experiment**: ``runs/<experiment>/.lock`` (``fcntl.flock``) stops a second review
   of the same experiment; it exits 2 naming the holder's PID. Locks live on the local file
   system's semantics: on NFS, prefer ``--shard`` (one process per shard) over racing reviews.
 
 Exit status: 0 when every run is ``done`` or ``diverged``; 1 when some run failed (or the report
-could not be written); 2 for a usage or configuration error, a locked experiment, or an error the
-user must fix that a run hit (missing dataset, ...) — the review then stops starting runs;
-130 when interrupted (finished epochs are checkpointed: run the same command to resume).
+could not be written); 2 for a usage or configuration error, a missing dataset (looked for before
+anything is written), a locked experiment, or an error the user must fix that a run hit (the
+review then stops starting runs); 130 when interrupted (Ctrl-C stops the workers at once; their
+finished epochs are checkpointed and their ``run.json`` says ``running``: run the same command
+to resume).
 
 Sharding (one machine is not enough): ``--shard i/n`` with **1-based** ``i`` in ``1..n`` runs
 the runs whose position in the review's (deterministic, seed-major) run list is ``i-1`` modulo
 ``n``: the ``n`` shards cover every run exactly once, *provided every shard gets the same
 options* (config, ``--opts``, ``--seeds``, ``--lrs``...). Shards lock ``.lock.shard<i>of<n>``
-(and share ``.lock``, so a non-sharded review of the experiment waits for none of them: it
-exits 2), and do not write the report; gather it afterwards. A SLURM array::
+and hold ``.lock`` shared: shards do not exclude each other, but a whole-experiment review
+started while shards run exits 2 (and the other way round). Shards do not write the report;
+gather it afterwards. A SLURM array::
 
     #!/bin/bash
     #SBATCH --job-name=optim-review
