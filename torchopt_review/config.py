@@ -27,7 +27,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 __all__ = [
     "CONFIG_DIR", "DataConfig", "ModelConfig", "OptimConfig", "TrainerConfig", "RunConfig",
-    "load_yaml", "merge", "build_config", "load_config",
+    "load_yaml", "merge", "build_config", "load_config", "yaml_problem",
 ]
 
 
@@ -102,15 +102,27 @@ class RunConfig:
 
 # -- loading ---------------------------------------------------------------------------------
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (the safe loader's refusal of a
+    ``!!python/...`` tag reads "could not determine a constructor for the tag ...")."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with the safe loader; errors name the file."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {p} is a folder, not a YAML file")
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"config file {p} is not valid YAML: {yaml_problem(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {p} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -171,6 +183,21 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
     return out
 
 
+def _kwarg_value(value: Any, where: str) -> Any:
+    """An optimizer keyword's value: numbers written as YAML 1.1 strings (``1e-8``, ``nan``) become
+    floats (no optimizer argument is a string), lists/tuples element-wise; every float must be finite."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_kwarg_value(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return value  # the optimizer's own validation names it
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
+    return value
+
+
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where or 'config'} must be a mapping, got {data!r}")
@@ -187,6 +214,8 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
             kwargs[key] = _build(f.default_factory, value or {}, name)
         else:
             kwargs[key] = _coerce(value, f.type, name)
+            if name == "optim.kwargs" and kwargs[key]:
+                kwargs[key] = {k: _kwarg_value(v, f"{name}.{k}") for k, v in kwargs[key].items()}
     return cls(**kwargs)
 
 
@@ -240,7 +269,7 @@ def _validate(cfg: RunConfig) -> None:
     try:
         spec.cls([torch.nn.Parameter(torch.zeros(1))], **spec.kwargs(semantics=cfg.optim.semantics, lr=cfg.optim.lr, **cfg.optim.kwargs))
     except TypeError as exc:
-        raise ConfigError(f"bad optimizer argument for {cfg.optim.name}: {exc}") from None
+        raise ConfigError(f"bad optimizer argument for {cfg.optim.name} (optim.kwargs {cfg.optim.kwargs}): {exc}") from None
     except ValueError as exc:
         raise ConfigError(f"bad hyperparameter for {cfg.optim.name}: {exc}") from None
 

@@ -38,7 +38,9 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> dict[str, Any] | None:
+    """The JSON in ``path``, or None when there is none to read (missing, a parent that is a file,
+    unreadable, not JSON)."""
     try:
         return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, ValueError):  # ValueError: JSONDecodeError, UnicodeDecodeError
         return None
