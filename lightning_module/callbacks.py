@@ -46,6 +46,22 @@ CUSTOM_SCALARS = {
 }
 
 
+def _test_pause(point: str, epoch: int, run: str = "") -> None:
+    """Test hook for the kill tests (tests/test_faults.py): with ``TORCHOPT_TEST_PAUSE=<point>@<epoch>``
+    or ``<label>/seed<k>:<point>@<epoch>`` (one run of a review; comma-separated for several),
+    announce ``test-pause: <point>@<epoch>`` on stderr and sleep
+    ``TORCHOPT_TEST_PAUSE_S`` seconds (default 60) at that point, so a test can SIGKILL the process
+    exactly there. Points: ``val`` (inside validation), ``before_ckpt`` (epoch logged to TensorBoard,
+    nothing saved yet), ``ckpt_tmp`` (checkpoint written to its temporary file, not yet renamed),
+    ``before_csv`` (checkpoint renamed, metrics.csv not yet rewritten), ``test`` (after the last
+    epoch, inside the test pass), ``train_batch`` (mid-epoch: after the epoch's second Lightning
+    batch). Unset (always, outside tests) it costs one dict lookup."""
+    spec = os.environ.get("TORCHOPT_TEST_PAUSE")
+    if spec and ({f"{point}@{epoch}", f"{run}:{point}@{epoch}"} & set(spec.split(","))):
+        print(f"test-pause: {point}@{epoch} {run}", file=sys.stderr, flush=True)
+        time.sleep(float(os.environ.get("TORCHOPT_TEST_PAUSE_S", "60")))
+
+
 def _csv_text(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
@@ -65,6 +81,10 @@ class RunRecorder(L.Callback):
         self.rows: list[dict[str, Any]] = []
         self.wall_before = 0.0  # training seconds of earlier (resumed-from) processes
         self._t0 = time.perf_counter()
+
+    @property
+    def _run_key(self) -> str:
+        return f"{self.info.get('label', '')}/seed{self.info.get('seed', '')}"
 
     @property
     def ckpt_path(self) -> Path:
@@ -97,10 +117,17 @@ class RunRecorder(L.Callback):
             for i, group in enumerate(opt.param_groups):
                 w.add_scalar(f"lr/group{i}", float(group["lr"]), row["step"])
             w.flush()
+        _test_pause("before_ckpt", row["epoch"], self._run_key)
         # checkpoint first (it carries the rows), then the CSV: a kill between the two is repaired on resume
         tmp = self.ckpt_path.with_name(".last.ckpt.tmp")
-        trainer.save_checkpoint(tmp)
-        os.replace(tmp, self.ckpt_path)  # atomic: a kill leaves the previous checkpoint or this one
+        try:
+            trainer.save_checkpoint(tmp)
+            _test_pause("ckpt_tmp", row["epoch"], self._run_key)
+            os.replace(tmp, self.ckpt_path)  # atomic: a kill leaves the previous checkpoint or this one
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # e.g. a full disk: leave no torn file behind
+            raise
+        _test_pause("before_csv", row["epoch"], self._run_key)
         self.write_csv()
         if self.print_summary:
             print(
@@ -110,6 +137,18 @@ class RunRecorder(L.Callback):
             )
         if self.on_epoch is not None:
             self.on_epoch({**self.info, **row, "epochs": self.epochs})
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if batch_idx == 1:
+            _test_pause("train_batch", pl_module.current_epoch + 1, self._run_key)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit":
+            _test_pause("val", pl_module.current_epoch + 1, self._run_key)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _test_pause("test", len(self.rows), self._run_key)
 
     def write_csv(self) -> None:
         atomic_write_text(self.run_dir / "metrics.csv", _csv_text(METRIC_COLUMNS, self.rows))
@@ -188,8 +227,13 @@ class OptimizerDiagnostics(L.Callback):
                 if writer is not None:
                     for key in ("eff_lr_p50", "update_ratio", "grad_norm"):
                         writer.add_scalar(f"diag/{name}/{key}", row[key], row["step"])
-                    if eff is not None:
-                        writer.add_histogram(f"diag/{name}/log10_eff_lr", eff.detach().clamp_min(1e-30).log10(), row["step"])
+                    values = None if eff is None else eff.detach().flatten()
+                    if values is not None:
+                        # a run blowing up has inf/NaN step sizes before its NaN loss is noticed:
+                        # TensorBoard refuses a histogram with no finite value ("empty")
+                        values = values[torch.isfinite(values)]
+                    if values is not None and values.numel():
+                        writer.add_histogram(f"diag/{name}/log10_eff_lr", values.clamp_min(1e-30).log10(), row["step"])
         self._snapshot = None
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

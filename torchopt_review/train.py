@@ -13,17 +13,21 @@ trains with Lightning, and writes ``runs/<experiment>/<opt>/seed<k>/``:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import logging
 import os
 import platform
 import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import RunConfig, load_config
+from .config import RunConfig, load_config, yaml_problem
 from .errors import UserError, cli_entry
 from .io import atomic_write_json, read_json
 
@@ -39,17 +43,27 @@ def _optimizer_table() -> str:
     return "\n".join(f"  {name:<{width}}  {spec.description}" for name, spec in REGISTRY.items())
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``error: ...``, exit status 2) like every other
+    error of this CLI, instead of the usage block followed by the message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .optim.registry import optimizer_names
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m torchopt_review.train",
         description="Train the Fashion-MNIST classifier with one optimizer (the blog's settings unless overridden); "
                     "curves go to TensorBoard under runs/.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="optimizers:\n" + _optimizer_table() + "\n\nexample: python -m torchopt_review.train --opt adam --epochs 5 --seed 1",
     )
-    p.add_argument("--opt", default="nadam", metavar="NAME", help=f"optimizer: {', '.join(optimizer_names())} (default: nadam)")
+    # no argparse default: an optim.name from a --config file must not be overridden by it
+    p.add_argument("--opt", metavar="NAME", help=f"optimizer: {', '.join(optimizer_names())} (default: a --config "
+                                                 "file's optim.name, else nadam)")
     p.add_argument("--lr", type=str, help="learning rate (blog: 1e-3)")
     p.add_argument("--semantics", choices=("keras", "torch"), help="update rules: keras (the blog's, default) or torch")
     p.add_argument("--epochs", type=str, help="epochs (blog: 20)")
@@ -100,7 +114,11 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if "=" not in item:
             raise UserError(f"--set needs KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        _set_nested(o, key.strip(), yaml.safe_load(value))
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise UserError(f"--set {key.strip()}: {value!r} is not a valid YAML value ({yaml_problem(exc)})") from None
+        _set_nested(o, key.strip(), parsed)
     return o
 
 
@@ -122,13 +140,64 @@ def _hardware(device: str) -> str:
 
 
 def _check_writable(run_dir: Path) -> None:
+    """Create ``run_dir`` and write a probe file; on failure remove what this made and raise."""
+    made = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    probe = run_dir / ".write-test"
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
         probe.write_bytes(b"x" * 4096)
         probe.unlink()
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+        for p in made:  # deepest first: leave nothing behind
+            with contextlib.suppress(OSError):
+                p.rmdir()
         raise UserError(f"cannot write to {run_dir}: {exc.strerror or exc}; choose another --logdir") from None
+
+
+# errno values of a full disk / quota / file-size limit: reported as a user error, not a crash
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _quiet_disk_full_in_threads() -> None:
+    """TensorBoard writes events from a background thread; when the disk fills up that thread dies
+    with a traceback printed by ``threading.excepthook``, and the main thread re-raises the same
+    error at its next write, which :func:`run` reports in one line. Silence the thread's copy only."""
+    previous = threading.excepthook
+    if getattr(previous, "_torchopt_quiet", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if isinstance(args.exc_value, OSError) and args.exc_value.errno in _NO_SPACE:
+            return
+        previous(args)
+
+    hook._torchopt_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
+def _verify_checkpoint(ckpt: Path) -> dict[str, Any]:
+    """Load ``ckpt`` with ``torch.load(weights_only=True)``: plain tensors and containers only, so a
+    tampered file (a pickle that would run code) is refused instead of executed."""
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # the refusal is reported below, in one line
+            warnings.simplefilter("ignore")
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError (zip), EOFError, OSError...
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        # torch's refusal: a generic paragraph around the one line that says what was refused
+        specific = [line for line in lines[1:] if not line.startswith(("Please file an issue", "Check the documentation"))]
+        why = (specific or lines or [type(exc).__name__])[0].removeprefix("WeightsUnpickler error:").strip() or lines[0]
+        raise UserError(
+            f"{ckpt} is not a checkpoint this tool can load safely (torch.load weights_only=True: {why[:200]}); "
+            "it is corrupt or was not written by this tool: pass --restart to discard it"
+        ) from None
+    if not isinstance(state, dict) or "state_dict" not in state or "opt_steps" not in state:
+        raise UserError(f"{ckpt} is not a checkpoint written by this tool; pass --restart to discard it")
+    return state
 
 
 def _clear_run(run_dir: Path) -> None:
@@ -165,11 +234,24 @@ def run(cfg: RunConfig, *, restart: bool = False, progress: bool = True, summary
     ``progress``: Lightning's progress bar; ``summary``: one line per epoch on stderr (default:
     as ``progress``); ``on_epoch``: called with each epoch's row (the review's progress display).
     """
-    summary = progress if summary is None else summary
+    try:
+        return _run(cfg, restart=restart, progress=progress, summary=progress if summary is None else summary,
+                    on_epoch=on_epoch, dataset=dataset)
+    except OSError as exc:
+        if exc.errno not in _NO_SPACE:
+            raise
+        where = exc.filename or cfg.run_dir
+        raise UserError(
+            f"cannot write {where}: {exc.strerror} (disk full, quota or file-size limit); free some space and "
+            "run the same command to resume from the last finished epoch"
+        ) from None
+
+
+def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
+         on_epoch: Callable[[dict[str, Any]], None] | None, dataset: Any) -> dict[str, Any]:
     run_dir = cfg.run_dir
     record_path = run_dir / "run.json"
     ckpt = run_dir / "last.ckpt"
-    _check_writable(run_dir)
     previous = read_json(record_path)
     fingerprint = cfg.fingerprint()
     if previous and not restart:
@@ -179,15 +261,9 @@ def run(cfg: RunConfig, *, restart: bool = False, progress: bool = True, summary
                 print(f"{run_dir}: already {previous['status']} ({previous.get('epochs_completed')} epochs); "
                       "--restart to train it again", file=sys.stderr)
             return previous
-        if ckpt.exists() and not same:
-            raise UserError(
-                f"{run_dir} holds a checkpoint from a different configuration; "
-                "pass --restart to discard it, or choose another --experiment/--label"
-            )
-    if restart or (previous is None and not ckpt.exists()):
-        _clear_run(run_dir)
-    resume = ckpt.exists()
 
+    # Everything a user can get wrong is checked before the first byte is written: device, data,
+    # what the run folder already holds, whether the log dir is writable.
     import torch
 
     # lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 at import, which makes every
@@ -201,11 +277,40 @@ def run(cfg: RunConfig, *, restart: bool = False, progress: bool = True, summary
 
     from lightning_module import Classifier, FashionMNISTDataModule, OptimizerDiagnostics, RunRecorder
 
+    from .data import load_fashion_mnist
+
     _quiet_lightning()
     t = cfg.trainer
+    device = resolve_device(t.accelerator)
+    dm = FashionMNISTDataModule(
+        data_dir=cfg.data.data_dir, split=cfg.data.split, val_size=cfg.data.val_size, seed=cfg.seed,
+        batch_size=t.batch_size, steps_per_batch=t.steps_per_batch, val_batch_size=t.val_batch_size,
+        limit_batches=t.limit_batches, device=device,
+        dataset=dataset if dataset is not None else load_fashion_mnist(cfg.data.data_dir),
+    )
+    dm.setup("fit")  # data errors (missing, corrupt, split too large) surface here
+
+    resume = ckpt.exists() and not restart
+    if previous and not restart and previous.get("fingerprint") != fingerprint and (
+            resume or previous.get("status") in (DONE, DIVERGED)):
+        raise UserError(
+            f"{run_dir} holds a {'checkpoint' if resume else 'finished run'} from a different configuration; "
+            "pass --restart to discard it, or choose another --experiment/--label"
+        )
+    if resume and previous is None:  # run.json is written before the first checkpoint: someone removed it
+        raise UserError(f"{run_dir} holds a checkpoint but no readable run.json, so its configuration is unknown; "
+                        "pass --restart to discard it")
+    purge = int(_verify_checkpoint(ckpt)["opt_steps"]) + 1 if resume else None
+    _check_writable(run_dir)
+    if not resume:
+        _clear_run(run_dir)  # a fresh start: nothing from an earlier attempt (events, CSVs) may leak into it
+    else:
+        for leftover in run_dir.glob(".*.tmp"):  # a writer killed before its rename
+            leftover.unlink()
+
+    _quiet_disk_full_in_threads()
     if t.threads:
         torch.set_num_threads(t.threads)
-    device = resolve_device(t.accelerator)
     torch.backends.cuda.matmul.allow_tf32 = t.precision == "tf32"
     torch.backends.cudnn.allow_tf32 = t.precision == "tf32"
 
@@ -218,12 +323,6 @@ def run(cfg: RunConfig, *, restart: bool = False, progress: bool = True, summary
     }
     atomic_write_json(record_path, record)
 
-    dm = FashionMNISTDataModule(
-        data_dir=cfg.data.data_dir, split=cfg.data.split, val_size=cfg.data.val_size, seed=cfg.seed,
-        batch_size=t.batch_size, steps_per_batch=t.steps_per_batch, val_batch_size=t.val_batch_size,
-        limit_batches=t.limit_batches, device=device, dataset=dataset,
-    )
-    dm.setup("fit")  # data errors surface before anything else is built
     torch.manual_seed(cfg.seed)  # the model's init
     module = Classifier(model=cfg.model.name, optimizer=cfg.optim.name, semantics=cfg.optim.semantics, lr=cfg.optim.lr,
                         optimizer_kwargs=cfg.optim.kwargs, batch_size=t.batch_size,
@@ -233,9 +332,7 @@ def run(cfg: RunConfig, *, restart: bool = False, progress: bool = True, summary
     callbacks: list[L.Callback] = [recorder]
     if t.diagnostics:
         callbacks.append(OptimizerDiagnostics(run_dir, every_n_steps=t.diagnostics_every_n_steps))
-    purge = None
-    if resume:
-        purge = int(torch.load(ckpt, map_location="cpu", weights_only=True).get("opt_steps", 0)) + 1
+    # On resume, TensorBoard drops the killed process's events past the checkpoint (steps >= purge).
     logger = TensorBoardLogger(str(Path(cfg.logdir)), name=cfg.experiment, version=f"{cfg.run_label}/seed{cfg.seed}",
                                default_hp_metric=False, purge_step=purge)
     trainer = L.Trainer(
@@ -244,8 +341,11 @@ def run(cfg: RunConfig, *, restart: bool = False, progress: bool = True, summary
         logger=logger, callbacks=callbacks, enable_checkpointing=False, enable_model_summary=False,
         enable_progress_bar=progress, num_sanity_val_steps=0, log_every_n_steps=1, deterministic=False,
     )
+    sigint_handler = signal.getsignal(signal.SIGINT)
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if resume else None)
+        # weights_only=True: Lightning would otherwise follow torch.load's default, which the
+        # environment (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1) can turn into full unpickling.
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if resume else None, weights_only=True)
         record["epochs_completed"] = len(recorder.rows)
         record["wall_s"] = recorder.rows[-1]["wall_s"] if recorder.rows else 0.0
         if module.diverged is not None:
@@ -269,11 +369,31 @@ def run(cfg: RunConfig, *, restart: bool = False, progress: bool = True, summary
     except UserError:
         raise
     except BaseException as exc:
-        record.update(status=FAILED, error=f"{type(exc).__name__}: {exc}", epochs_completed=len(recorder.rows))
-        atomic_write_json(record_path, {**record, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        # Lightning answers Ctrl-C with sys.exit(1) (a SystemExit raised while handling the
+        # KeyboardInterrupt) and ignores SIGINT from then on.
+        interrupted = isinstance(exc, KeyboardInterrupt) or (
+            isinstance(exc, SystemExit) and isinstance(exc.__context__, KeyboardInterrupt))
+        error = "interrupted (SIGINT / Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}"
+        record.update(status=FAILED, error=error, epochs_completed=len(recorder.rows))
+        with contextlib.suppress(OSError):  # best effort (the disk may be full): the original error matters
+            atomic_write_json(record_path, {**record, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        if interrupted:
+            # Give callers the interrupt back (the CLI: exit 130 and its resume hint; a review run in
+            # process: stop, instead of recording a failed run and going on), and Ctrl-C its handler.
+            with contextlib.suppress(ValueError, TypeError):  # not the main thread / no Python handler
+                signal.signal(signal.SIGINT, sigint_handler)
+            raise KeyboardInterrupt from None
+        if isinstance(exc, ValueError):
+            # cli_entry reports a ValueError as a user error (one line, exit 2); one raised while
+            # training is a crash of the tool: keep its traceback and exit status 1.
+            raise RuntimeError(f"training failed: {type(exc).__name__}: {exc}") from exc
         raise
     finally:
-        logger.finalize("success")
+        try:
+            logger.finalize("success")
+        except OSError as exc:  # a full disk is reported once: by the error in flight, or the run.json write below
+            if exc.errno not in _NO_SPACE:
+                raise
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     atomic_write_json(record_path, record)
     return record
