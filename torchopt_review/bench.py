@@ -172,6 +172,21 @@ def machine_line() -> str:
     return f"{cpu}, {cores} usable cores, torch {torch.__version__}, {load}"
 
 
+def load_warning() -> str | None:
+    """A warning when the machine is busier than its cores: multi-threaded timings then mislead."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load > cores:
+        return (f"WARNING: load average {load:.1f} on {cores} usable cores (other processes are running): "
+                "timings with more than one torch thread are unreliable here -- an OpenMP thread that is "
+                "descheduled stalls the others at every barrier -- and single-thread ones are slower than on a "
+                "quiet machine; only the side-by-side ratios of one run mean much")
+    return None
+
+
 def check_accelerator(accelerator: str) -> str:
     """The torch device for ``--accelerator``; a UserError when a GPU is asked for but absent."""
     if accelerator == "gpu":
@@ -458,6 +473,8 @@ def bench_optim(args: argparse.Namespace) -> dict[str, Any]:
     rounds = args.rounds or (2 if args.quick else 7)
     semantics = ["torch", "keras"]
     say(f"bench optim: {machine_line()}")
+    if load_warning():
+        say(load_warning())
     say(kernel_status(device))
     say(f"device {device}, {torch.get_num_threads()} torch thread(s), fp32; {rounds} interleaved rounds, "
         "median over rounds of each round's median step; grads set once (no backward)")
@@ -858,14 +875,19 @@ def bench_epoch(args: argparse.Namespace) -> dict[str, Any]:
     device = check_accelerator(args.accelerator)
     quick = args.quick
     d = load_epoch_data(args.data_dir, synthetic=args.synthetic)
+    if device == "cuda":  # the plain loops gather on the GPU, as the real path's data module does
+        d = EpochData(d.train_x.to(device), d.train_y.to(device), d.val_x.to(device), d.val_y.to(device),
+                      d.dataset, d.note, d.data_dir)
     n_train = len(d.train_y)
     batch_sizes = args.batch_sizes or ([32] if quick else [32, 128])
     thread_counts = args.threads_list or ([1] if quick else [1, 2])
-    rounds = args.rounds or (1 if quick else 4)
+    rounds = args.rounds or (1 if quick else 3)
     steps_arg = args.steps or (20 if quick else None)
     keras_reason = "--no-keras" if args.no_keras else ("GPU run: Keras here is tensorflow-cpu" if device == "cuda"
                                                          else keras_available())
     say(f"bench epoch: {machine_line()}")
+    if load_warning():
+        say(load_warning())
     say(f"blog MLP 784-300-100-50-50-50-10, {d.note}: {n_train:,} training / {len(d.val_y):,} validation images; "
         f"device {device}; {rounds} interleaved round(s), medians")
     if steps_arg:
@@ -974,7 +996,7 @@ def bench_epoch(args: argparse.Namespace) -> dict[str, Any]:
         say(_epoch_targets(summary_rows))
 
         if not args.no_profile:
-            results["profile"] = profile_real_path(d, tmp, device, quick=quick, threads=thread_counts[-1])
+            results["profile"] = profile_real_path(d, tmp, device, quick=quick, threads=thread_counts[0])
     finally:
         for w in workers.values():
             w.close()
@@ -1196,7 +1218,19 @@ def profile_real_path(d: EpochData, tmp: Path, device: str, *, quick: bool, thre
 # bench review
 # ------------------------------------------------------------------------------------------
 
+def timed_train_run(cfg: Any, **kwargs: Any) -> dict[str, Any]:
+    """``train.run`` that also leaves ``bench_timing.json`` (wall-clock start and end) in the run
+    folder: the review bench's ``run_fn`` (module level, so worker processes can unpickle it)."""
+    from .train import run
+
+    t0 = time.time()
+    rec = run(cfg, **kwargs)
+    (Path(cfg.run_dir) / "bench_timing.json").write_text(json.dumps({"start": t0, "end": time.time()}))
+    return rec
+
+
 def bench_review(args: argparse.Namespace) -> dict[str, Any]:
+    from . import data as fm
     from .config import CONFIG_DIR
     from .review import load_review, review
 
@@ -1208,13 +1242,13 @@ def bench_review(args: argparse.Namespace) -> dict[str, Any]:
     worker_counts = args.workers or ([1] if quick else [1, 2])
     rounds = args.rounds or 1
     steps = args.steps or (20 if quick else None)
-    from . import data as fm
-
     data_dir = str(fm.find_data_dir(args.data_dir))  # the review's workers load the files themselves
     n_train = len(fm.load_fashion_mnist(data_dir).train_labels)
     val = min(6000, max(1, n_train // 10))
     full = {"opts": 8, "seeds": 5, "epochs": 20}
     say(f"bench review: {machine_line()}")
+    if load_warning():
+        say(load_warning())
     say(f"a small review: {len(opts)} optimizer(s) ({', '.join(opts)}) x {len(seeds)} seed(s) x {epochs} epoch"
         + (f" of {steps} steps" if steps else "") + f", configs/review/blog.yaml settings, data {data_dir}; "
         f"workers {worker_counts}, {rounds} interleaved round(s)")
@@ -1229,19 +1263,24 @@ def bench_review(args: argparse.Namespace) -> dict[str, Any]:
                 trainer = {"epochs": epochs, "accelerator": "gpu" if device == "cuda" else "cpu"}
                 if steps:
                     trainer["limit_batches"] = steps
+                exp = f"bench{counter[0]}"
                 cfg = load_review(CONFIG_DIR / "review" / "blog.yaml", opts=list(opts), seeds=list(seeds),
-                                  experiment=f"bench{counter[0]}", logdir=str(tmp),
+                                  experiment=exp, logdir=str(tmp),
                                   cli_overrides={"trainer": trainer, "data": {"data_dir": data_dir, "val_size": val}})
-                t0 = time.perf_counter()
-                res = review(cfg, workers=workers, report=False, stream=None)
-                wall = time.perf_counter() - t0
+                t0 = time.time()
+                res = review(cfg, workers=workers, report=False, stream=None, run_fn=timed_train_run)
+                t_end = time.time()
                 bad = [o for o in res.outcomes if o.status != "done"]
                 if bad:
                     raise RuntimeError(f"review run {bad[0].key} ended {bad[0].status}: {bad[0].error}")
-                epoch_s = []
-                for rc_dir in (tmp / f"bench{counter[0]}").glob("*/seed*/run.json"):
-                    epoch_s.append(json.loads(rc_dir.read_text()).get("wall_s", math.nan))
-                return {"wall_s": wall, "epoch_wall_s": median(epoch_s), "runs": len(res.outcomes)}
+                epoch_s, per_run, starts = [], [], []
+                for o in res.outcomes:
+                    timing = json.loads((Path(o.run_dir) / "bench_timing.json").read_text())
+                    epoch_s.append(float(o.result["wall_s"]))
+                    per_run.append(timing["end"] - timing["start"])
+                    starts.append(timing["start"])
+                return {"wall_s": t_end - t0, "epoch_s": median(epoch_s), "run_s": median(per_run),
+                        "startup_s": min(starts) - t0, "runs": len(res.outcomes)}
             return go
 
         progress(f"timing {rounds} round(s) of the small review with workers {worker_counts}")
@@ -1255,26 +1294,24 @@ def bench_review(args: argparse.Namespace) -> dict[str, Any]:
     full_steps = -(-(n_train - val) // 32)
     for w, s in samples.items():
         wall = median(x["wall_s"] for x in s)
-        ep = median(x["epoch_wall_s"] for x in s)
-        if steps:
-            ep_full = ep * full_steps / steps
-        else:
-            ep_full = ep
-        # per-run fixed cost (spawn, imports, set-up, test pass) + per-epoch cost, w runs at a time
-        waves_small = math.ceil(n_small / w)
-        fixed = max(wall / waves_small - ep, 0.0)
-        waves_full = math.ceil(n_full / w)
-        est = waves_full * (fixed + full["epochs"] * ep_full)
-        rows.append([w, fmt_time(wall), fmt_time(ep) + (f" ({steps} steps)" if steps else ""),
-                     fmt_time(fixed), fmt_time(ep_full), f"{est / 60:,.1f} min ({est / 3600:.2f} h)"])
-        results["runs"].append(dict(workers=w, wall_s=wall, epoch_s=ep, fixed_s=fixed, full_estimate_s=est))
+        ep = median(x["epoch_s"] for x in s)
+        startup = median(x["startup_s"] for x in s)
+        fixed = max(median(x["run_s"] for x in s) - ep, 0.0)  # set-up, test pass, checkpoint, TB per run
+        ep_full = ep * full_steps / steps if steps else ep
+        est = startup + math.ceil(n_full / w) * (fixed + full["epochs"] * ep_full)
+        rows.append([w, fmt_time(wall), fmt_time(startup), fmt_time(ep) + (f" ({steps} steps)" if steps else ""),
+                     fmt_time(fixed), f"{est / 60:,.1f} min ({est / 3600:.2f} h)"])
+        results["runs"].append(dict(workers=w, wall_s=wall, startup_s=startup, epoch_s=ep, fixed_s=fixed,
+                                    full_estimate_s=est))
     say()
-    say(f"[review] {n_small} runs of {epochs} epoch; EXTRAPOLATION to the full blog review "
+    say(f"[review] {n_small} runs of {epochs} epoch each; EXTRAPOLATION to the full blog review "
         f"({full['opts']} optimizers x {full['seeds']} seeds x {full['epochs']} epochs = {n_full} runs) on this machine")
-    say(table(["workers", "small review wall", "epoch (run.json wall_s)", "fixed cost per run",
-               "full epoch (batch 32)", "full review (extrapolated)"], rows))
-    say("  extrapolation: ceil(40 / workers) waves x (fixed cost per run + 20 x epoch); fixed cost = small wall / "
-        "its waves - epoch. It assumes the load seen now, and that w workers share the cores as they did here.")
+    say(table(["workers", "small review wall", "worker start-up", "epoch (run.json wall_s)", "per-run fixed cost",
+               "full review (extrapolated)"], rows))
+    say(f"  extrapolation: start-up + ceil({n_full} / workers) x (per-run fixed cost + {full['epochs']} x epoch)"
+        + (f", epoch scaled from {steps} to {full_steps} steps" if steps else "")
+        + ". Fixed cost = a run's train.run() time minus its epoch's wall_s. Assumes the machine's load stays as "
+        "it was during this measurement, and the first epoch's speed for all 20.")
     return results
 
 
