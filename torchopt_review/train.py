@@ -191,8 +191,9 @@ def _verify_checkpoint(ckpt: Path) -> dict[str, Any]:
         # torch's refusal: a generic paragraph around the one line that says what was refused
         specific = [line for line in lines[1:] if not line.startswith(("Please file an issue", "Check the documentation"))]
         why = (specific or lines or [type(exc).__name__])[0].removeprefix("WeightsUnpickler error:").strip() or lines[0]
+        why = why.split(". ")[0].rstrip(".")[:200]  # its first sentence
         raise UserError(
-            f"{ckpt} is not a checkpoint this tool can load safely (torch.load weights_only=True: {why[:200]}); "
+            f"{ckpt} is not a checkpoint this tool can load safely (torch.load weights_only=True: {why}); "
             "it is corrupt or was not written by this tool: pass --restart to discard it"
         ) from None
     if not isinstance(state, dict) or "state_dict" not in state or "opt_steps" not in state:
