@@ -364,7 +364,6 @@ overrides: {data: {val_size: 200}, trainer: {epochs: 1, steps_per_batch: 2, diag
 runs: {sgd: {}}
 """
 
-REVIEW_GAP = "review.py gap (not ours to edit): "
 
 REVIEW_ROWS = [
     ("workers-zero", ["--workers", "0"], ["--workers must be >= 1, got 0"]),
@@ -400,12 +399,9 @@ REVIEW_ROWS = [
     ("lrs-negative-spaced", ["--lrs", "-1e-3"], ["argument --lrs: expected one argument"]),
     ("data-missing", ["--data-dir", "no/such/dir", "--in-process"], ["Fashion-MNIST not found: no/such/dir does not exist"]),
     ("data-missing-workers", ["--data-dir", "no/such/dir", "--workers", "1"], ["Fashion-MNIST not found: no/such/dir"]),
-    # a data folder that holds the four files, but one is corrupt: only the first run finds out
+    # a data folder that holds the four files, but one is corrupt: found before anything is written
     pytest.param(["--data-dir", data_variant(_patch("train-labels-idx1-ubyte", _set_byte(2, 0x09))), "--in-process"],
-                 ["wrong magic number"], id="data-corrupt",
-                 marks=pytest.mark.xfail(strict=True, reason=REVIEW_GAP + "a corrupt IDX file is found by the first run, "
-                                         "after the review printed its header line and created runs/<exp>/ (.lock, "
-                                         "review.json); exit 2, no traceback and the message are right")),
+                 ["wrong magic number"], id="data-corrupt"),
 ]
 
 
@@ -428,16 +424,15 @@ def test_review_bad_input(argv, needles, work, synthetic_data_dir):
 
 @pytest.mark.parametrize("mode", [["--in-process"], ["--workers", "1"]], ids=["in-process", "worker"])
 def test_review_corrupt_data_stops_the_review(mode, work):
-    """What does hold of the data-corrupt row: exit 2, the error is the last line and names the run,
-    the file and the problem, no traceback, no run folder, no run marked failed (train.run reads
-    the data before it creates the run folder)."""
+    """A corrupt data file stops the review before it writes anything: exit 2, one error line naming
+    the file and the problem, no traceback, no experiment folder, no run marked failed."""
     (work / "review.yaml").write_text(TINY_REVIEW)
     data = data_variant(_patch("train-labels-idx1-ubyte", _set_byte(2, 0x09)))(work)
     res = cli(REVIEW, "--config", "review.yaml", "--data-dir", data, "--logdir", "runs", *mode, "--no-report", cwd=work)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
-    last = res.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: runs/t/sgd/seed0: ") and "train-labels-idx1-ubyte has the wrong magic number" in last, last
-    assert not (work / "runs" / "t" / "sgd").exists()
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "train-labels-idx1-ubyte has the wrong magic number" in lines[0], lines
+    assert not (work / "runs" / "t").exists()
 
 
 def test_review_debug_shows_the_traceback(work):
