@@ -11,8 +11,6 @@ then checks:
 
 A few rows also run as genuinely fresh ``python -m`` processes (``test_fresh_interpreter_*``), to
 catch anything a fresh interpreter prints while importing torch/Lightning that the zygote hides.
-Rows that document a gap in review.py (owned by someone else) are ``xfail(strict=True)``: they
-flip to failures the day the gap is fixed, so the marker gets removed.
 """
 
 from __future__ import annotations
