@@ -23,8 +23,9 @@ class DataError(UserError):
 
 
 def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
-    """Wrap a CLI ``main``: a :class:`UserError` (or a ``ValueError`` from validation) becomes one
-    line on stderr and exit status 2; ``--debug`` (or ``TORCHOPT_DEBUG=1``) shows the traceback."""
+    """Wrap a CLI ``main``: a :class:`UserError` becomes one line on stderr and exit status 2;
+    ``--debug`` (or ``TORCHOPT_DEBUG=1``) shows the traceback. Anything else is a bug and keeps
+    its traceback."""
 
     @functools.wraps(main)
     def wrapper(argv: list[str] | None = None) -> int:
@@ -32,7 +33,7 @@ def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | 
         debug = "--debug" in args or os.environ.get("TORCHOPT_DEBUG") == "1"
         try:
             return main(argv)
-        except (UserError, ValueError) as exc:
+        except UserError as exc:
             if debug:
                 raise
             print(f"error: {exc}", file=sys.stderr)

@@ -384,10 +384,6 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
             with contextlib.suppress(ValueError, TypeError):  # not the main thread / no Python handler
                 signal.signal(signal.SIGINT, sigint_handler)
             raise KeyboardInterrupt from None
-        if isinstance(exc, ValueError):
-            # cli_entry reports a ValueError as a user error (one line, exit 2); one raised while
-            # training is a crash of the tool: keep its traceback and exit status 1.
-            raise RuntimeError(f"training failed: {type(exc).__name__}: {exc}") from exc
         raise
     finally:
         try:
