@@ -1221,6 +1221,10 @@ def profile_real_path(d: EpochData, tmp: Path, device: str, *, quick: bool, thre
 def timed_train_run(cfg: Any, **kwargs: Any) -> dict[str, Any]:
     """``train.run`` that also leaves ``bench_timing.json`` (wall-clock start and end) in the run
     folder: the review bench's ``run_fn`` (module level, so worker processes can unpickle it)."""
+    # Imports before the clock starts: a worker's first-run imports count as start-up, not per run.
+    import lightning  # noqa: F401
+    import lightning_module  # noqa: F401
+
     from .train import run
 
     t0 = time.time()
@@ -1308,6 +1312,7 @@ def bench_review(args: argparse.Namespace) -> dict[str, Any]:
         f"({full['opts']} optimizers x {full['seeds']} seeds x {full['epochs']} epochs = {n_full} runs) on this machine")
     say(table(["workers", "small review wall", "worker start-up", "epoch (run.json wall_s)", "per-run fixed cost",
                "full review (extrapolated)"], rows))
+    say("  worker start-up: review start -> first run's train.run() call (spawn, imports of torch and Lightning).")
     say(f"  extrapolation: start-up + ceil({n_full} / workers) x (per-run fixed cost + {full['epochs']} x epoch)"
         + (f", epoch scaled from {steps} to {full_steps} steps" if steps else "")
         + ". Fixed cost = a run's train.run() time minus its epoch's wall_s. Assumes the machine's load stays as "
