@@ -187,6 +187,19 @@ def effective_lr(optimizer: torch.optim.Optimizer, group: dict[str, Any], p: tor
     return None
 
 
+_QUANTILES = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+_QUANTILE_SAMPLE = 16_384
+
+
+def _quantiles(values: torch.Tensor) -> list[float]:
+    """10th/50th/90th percentiles; above 16,384 coordinates, of an evenly strided sample of them
+    (exact enough for a diagnostic, and ~20x cheaper than sorting a 235k-weight layer)."""
+    flat = values.detach().flatten()
+    if flat.numel() > _QUANTILE_SAMPLE:
+        flat = flat[:: -(-flat.numel() // _QUANTILE_SAMPLE)]
+    return torch.quantile(flat.double(), _QUANTILES.to(flat.device)).tolist()
+
+
 class OptimizerDiagnostics(L.Callback):
     """Effective step size quantiles, update/weight ratio and grad norm per parameter tensor."""
 
@@ -195,6 +208,7 @@ class OptimizerDiagnostics(L.Callback):
         self.rows: list[dict[str, Any]] = []
         self._snapshot: dict[torch.Tensor, torch.Tensor] | None = None
         self._steps_at_snapshot = 0
+        self._last_eff: dict[str, torch.Tensor] = {}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         next_mark = (pl_module.opt_steps // self.every + 1) * self.every
@@ -210,7 +224,6 @@ class OptimizerDiagnostics(L.Callback):
         opt = trainer.optimizers[0]
         writer = pl_module.logger.experiment if pl_module.logger is not None else None
         names = {p: n for n, p in pl_module.model.named_parameters()}
-        qs = torch.tensor([0.1, 0.5, 0.9])
         for group in opt.param_groups:
             for p in group["params"]:
                 old = self._snapshot.get(p)
@@ -218,7 +231,7 @@ class OptimizerDiagnostics(L.Callback):
                     continue
                 name = names.get(p, "?")
                 eff = effective_lr(opt, group, p)
-                q = [float(group["lr"])] * 3 if eff is None else torch.quantile(eff.detach().flatten().double()[:16_000_000], qs.double()).tolist()
+                q = [float(group["lr"])] * 3 if eff is None else _quantiles(eff)
                 ratio = float((p.detach() - old).norm() / (p.detach().norm() + 1e-12)) / max(steps, 1)
                 row = {"epoch": pl_module.current_epoch + 1, "step": pl_module.opt_steps, "param": name,
                        "eff_lr_p10": q[0], "eff_lr_p50": q[1], "eff_lr_p90": q[2],
@@ -227,16 +240,23 @@ class OptimizerDiagnostics(L.Callback):
                 if writer is not None:
                     for key in ("eff_lr_p50", "update_ratio", "grad_norm"):
                         writer.add_scalar(f"diag/{name}/{key}", row[key], row["step"])
-                    values = None if eff is None else eff.detach().flatten()
-                    if values is not None:
-                        # a run blowing up has inf/NaN step sizes before its NaN loss is noticed:
-                        # TensorBoard refuses a histogram with no finite value ("empty")
-                        values = values[torch.isfinite(values)]
-                    if values is not None and values.numel():
-                        writer.add_histogram(f"diag/{name}/log10_eff_lr", values.clamp_min(1e-30).log10(), row["step"])
+                if eff is not None:
+                    self._last_eff[name] = eff.detach()
         self._snapshot = None
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # One histogram per layer and epoch (of the last measurement): histograms are the costly
+        # part of TensorBoard logging, and one per epoch shows the distribution drifting just as well.
+        writer = pl_module.logger.experiment if pl_module.logger is not None else None
+        if writer is not None and pl_module.diverged is None:
+            for name, eff in self._last_eff.items():
+                values = eff.flatten()
+                # a run blowing up has inf/NaN step sizes before its NaN loss is noticed:
+                # TensorBoard refuses a histogram with no finite value ("empty")
+                values = values[torch.isfinite(values)]
+                if values.numel():
+                    writer.add_histogram(f"diag/{name}/log10_eff_lr", values.clamp_min(1e-30).log10(), pl_module.opt_steps)
+        self._last_eff = {}
         atomic_write_text(self.run_dir / "diagnostics.csv", _csv_text(DIAG_COLUMNS, self.rows))
 
     def state_dict(self) -> dict[str, Any]:

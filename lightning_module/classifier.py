@@ -34,8 +34,9 @@ class Classifier(L.LightningModule):
         self.opt_steps = 0  # optimizer steps taken (Lightning's global_step counts Lightning batches here)
         self.diverged: dict[str, int] | None = None
         self.epoch_metrics: dict[str, float] = {}
-        self._window: torch.Tensor | None = None  # (log_every_n_steps, 2): loss * n, correct, per step
-        self._filled = 0
+        # per step since the last flush: mean loss and correct count (device tensors), batch size
+        self._losses: list[torch.Tensor] = []
+        self._corrects: list[torch.Tensor] = []
         self._window_n: list[int] = []
         self._totals = [0.0, 0.0, 0]  # loss * n, correct, n over the epoch so far
         self._eval_sums: torch.Tensor | None = None
@@ -61,8 +62,6 @@ class Classifier(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.trainer.datamodule.set_epoch(self.current_epoch)
         self._totals = [0.0, 0.0, 0]
-        if self._window is None:
-            self._window = torch.zeros(self.hparams.log_every_n_steps, 2, device=self.device)
 
     def training_step(self, chunk: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         if self.diverged is not None:
@@ -78,30 +77,29 @@ class Classifier(L.LightningModule):
                 torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
             self.opt_steps += 1
-            n = len(labels)
-            self._window[self._filled].copy_(torch.stack([loss.detach() * n, correct.to(loss.dtype)]))
-            self._window_n.append(n)
-            self._filled += 1
-            if self._filled == len(self._window) and not self._flush():
+            self._losses.append(loss.detach())  # device tensors: no host sync until _flush
+            self._corrects.append(correct)
+            self._window_n.append(len(labels))
+            if len(self._losses) == self.hparams.log_every_n_steps and not self._flush():
                 return
 
     def _flush(self) -> bool:
         """Read the step buffer once: add it to the epoch totals, log the step curve, and catch a
         non-finite loss at the step it happened. Returns False when the run diverged."""
-        k = self._filled
+        k = len(self._losses)
         if k == 0:
             return True
-        rows = self._window[:k].double().cpu()
-        ns = self._window_n
-        self._filled, self._window_n = 0, []
-        finite = torch.isfinite(rows[:, 0])
+        losses = torch.stack(self._losses).double().cpu()
+        corrects = torch.stack(self._corrects).double().cpu()
+        ns = torch.tensor(self._window_n, dtype=torch.float64)
+        self._losses, self._corrects, self._window_n = [], [], []
+        finite = torch.isfinite(losses)
         if not bool(finite.all()):
             first = int((~finite).nonzero()[0])
             self.diverged = {"epoch": self.current_epoch + 1, "step": self.opt_steps - k + first + 1}
             self.trainer.should_stop = True
             return False
-        loss_sum, correct = rows.sum(0).tolist()
-        n = sum(ns)
+        loss_sum, correct, n = float((losses * ns).sum()), float(corrects.sum()), int(ns.sum())
         self._totals[0] += loss_sum
         self._totals[1] += correct
         self._totals[2] += n
