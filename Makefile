@@ -13,7 +13,7 @@ TORCH_PINS  ?= torch==2.14.1 torchvision==0.29.1
 DATA_PKG    := dataset-fashion-mnist
 DATA_MARK   := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup data train review report bench test test-dataset test-slow tensorboard clean help
+.PHONY: setup data train review report readme-results bench test test-dataset test-slow tensorboard clean help
 
 help:
 	@echo "make train OPT=nadam [ARGS='--epochs 5']   one run (sets up on first use)"
@@ -50,6 +50,10 @@ review: setup data
 
 report: setup
 	$(PY) -m torchopt_review.report $(ARGS)
+
+# README's results section and figure, from runs/blog (after make review)
+readme-results: setup
+	$(PY) tools/readme_results.py runs/blog
 
 bench: setup
 	$(PY) -m torchopt_review.bench $(ARGS)
