@@ -52,6 +52,10 @@ def child(cmd):
     code = 1
     try:
         os.setsid()
+        # a fresh interpreter started from a terminal: Ctrl-C raises KeyboardInterrupt, whatever
+        # disposition the test process that spawned the zygote had at the time
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.chdir(cmd["cwd"])
         os.environ.clear()
         os.environ.update(cmd["env"])

@@ -312,8 +312,11 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
     _quiet_disk_full_in_threads()
     if t.threads:
         torch.set_num_threads(t.threads)
-    torch.backends.cuda.matmul.allow_tf32 = t.precision == "tf32"
-    torch.backends.cudnn.allow_tf32 = t.precision == "tf32"
+    tf32 = t.precision == "tf32"
+    if device == "cuda":  # TF32 only exists on GPUs; fp32 stays fp32 unless asked (the CPU's numbers)
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        if torch.backends.cudnn.allow_tf32 != tf32:
+            torch.backends.cudnn.allow_tf32 = tf32
 
     record: dict[str, Any] = {
         "status": RUNNING, "label": cfg.run_label, "optimizer": cfg.optim.name, "seed": cfg.seed, "lr": cfg.optim.lr,
