@@ -19,6 +19,14 @@ Bucket layouts are cached per group and rebuilt when a param's identity, storage
 or dtype changes (``model.to()``), when the set of params with gradients changes, after
 ``load_state_dict`` and after unpickling.  Per-step scalars (lr, bias corrections) are
 computed in Python as doubles, so an lr scheduler never triggers a rebuild.
+
+CUDA graphs: :meth:`FlatOptimizer.graph_coefficients` and :meth:`FlatOptimizer.graph_apply` split
+a step in two. The first runs on the host (step counters, bias corrections: the same
+``_coefficients`` the C kernel gets) and returns the per-step scalars; the caller copies them into
+a device tensor bound with :meth:`FlatOptimizer.bind_graph_coefficients`. The second runs only
+device work -- each module's ``_flat_device``, the update written over flat tensors with the
+scalars read from that tensor -- so it can be captured once in a CUDA graph and replayed every
+step. On CUDA ``_flat_device`` is compiled by ``torch.compile`` into one kernel per bucket.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from torch import Tensor
 __all__ = ["FlatOptimizer", "load_kernels", "SEMANTICS"]
 
 SEMANTICS = ("torch", "keras")
+_GRAPH_WIDTH = 16  # per-step scalars of one bucket in the graph path (every H fits)
 CAPTURABLE_DEVICES = ("cuda", "xpu", "hpu", "privateuseone", "xla")
 
 # --------------------------------------------------------------------------------------
@@ -286,7 +295,7 @@ class _Bucket:
 
     __slots__ = ("params", "idx", "whole", "step_np", "numels", "total", "device", "dtype", "phase", "flat",
                  "scalars", "pending", "contiguous", "strides", "c_fn", "c_n", "c_H", "c_F", "c_P", "c_G", "c_N",
-                 "c_S", "pflat", "pviews", "gscratch", "work", "extra")
+                 "c_S", "pflat", "pviews", "gscratch", "work", "extra", "graph_H", "graph_F", "graph_h")
 
     def __init__(self) -> None:
         self.extra: dict[str, Any] = {}
@@ -724,6 +733,109 @@ class FlatOptimizer(torch.optim.Optimizer):
             off += n
         b.pending = set()
         b.phase = self._phase(group, self.state[b.params[0]])
+
+    # ---------------------------------------------------------------- CUDA-graph path
+
+    def graph_buckets(self) -> list[tuple[dict[str, Any], _Bucket]]:
+        """The fast-path buckets, in a fixed order (after at least one ordinary :meth:`step`)."""
+        out = []
+        for group in self.param_groups:
+            plan = self._plans.get(id(group))
+            if plan is None or self._use_reference(group) or plan.reference:
+                raise RuntimeError("graph steps need every param on the fused flat path and one ordinary "
+                                   "step() first (it lays out the buckets and initialises the state)")
+            for b in plan.buckets:
+                if b.pending:
+                    raise RuntimeError("graph steps need the optimizer state initialised: take one step() first")
+                if b.pflat is None:
+                    self._prepare_torch_ops(b)
+                out.append((group, b))
+        return out
+
+    def graph_coefficients(self) -> list[float]:
+        """Host half of a step: advance the step counters and return every bucket's per-step
+        scalars, concatenated in :meth:`graph_buckets` order (``graph_width()`` floats)."""
+        self._global_state["step"] = int(self._global_state.get("step", 0)) + 1
+        self._begin_step()
+        out: list[float] = []
+        for group, b in self.graph_buckets():
+            H, F = self._coefficients(group, b)
+            if b.extra.get("graph_F") not in (None, list(F)):
+                raise RuntimeError(f"{type(self).__name__}: a captured step's flags changed ({F}); re-capture")
+            b.extra["graph_F"] = list(F)
+            b.graph_H, b.graph_F = list(H), list(F)
+            out.extend(float(x) for x in H)
+            out.extend([0.0] * (_GRAPH_WIDTH - len(H)))
+        return out
+
+    def graph_width(self) -> int:
+        return _GRAPH_WIDTH * len(self.graph_buckets())
+
+    def bind_graph_coefficients(self, h: Tensor) -> None:
+        """Read the per-step scalars of :meth:`graph_apply` from ``h`` (a device tensor of
+        ``graph_width()`` float32s that the caller fills before each replay)."""
+        buckets = self.graph_buckets()
+        if h.numel() != _GRAPH_WIDTH * len(buckets):
+            raise ValueError(f"expected {_GRAPH_WIDTH * len(buckets)} coefficients, got {h.numel()}")
+        for i, (_, b) in enumerate(buckets):
+            b.graph_h = h[i * _GRAPH_WIDTH:(i + 1) * _GRAPH_WIDTH]
+
+    def graph_apply(self) -> None:
+        """Device half of a step: no host sync, no host-computed scalar, so it can be captured."""
+        for group, b in self.graph_buckets():
+            grads = [p.grad for p in b.params]
+            g = b.gscratch
+            if len(grads) == 1 and grads[0].is_contiguous():
+                g = grads[0].view(-1)  # already flat (the stacked engine's grads): no copy; _flat_device only reads it
+            else:
+                torch.cat([_flat_view(x) for x in grads], out=g)
+            if b.pviews is not None:
+                torch.cat(b.pviews, out=b.pflat)
+            self._device_kernel(b)(b.pflat, g, b.flat, b.graph_h, b.graph_H, b.graph_F)
+            if b.pviews is not None:
+                torch._foreach_copy_(b.pviews, list(b.pflat.split(b.numels)))
+
+    def graph_step(self) -> None:
+        """Both halves, for testing and for eager use of the device kernels (any device)."""
+        if not self._plans:
+            raise RuntimeError("take one ordinary step() first")
+        H = self.graph_coefficients()
+        device = self.graph_buckets()[0][1].device
+        h = torch.tensor(H, dtype=torch.float32)
+        if device.type == "cuda":
+            h = h.pin_memory().to(device, non_blocking=True)
+        self.bind_graph_coefficients(h.to(device))
+        self.graph_apply()
+
+    def _device_kernel(self, b: _Bucket) -> Callable[..., None]:
+        """``_flat_device``; on CUDA compiled once per (class, flags) into one fused kernel."""
+        if b.device.type != "cuda" or os.environ.get("TORCHOPT_REVIEW_NO_COMPILE", "") not in ("", "0"):
+            return self._flat_device
+        fn = b.extra.get("compiled")
+        if fn is None:
+            fn = b.extra["compiled"] = torch.compile(self._flat_device, fullgraph=True, dynamic=False)
+        return fn
+
+    def _flat_device(self, p: Tensor, g: Tensor, S: dict[str, Tensor], h: Tensor,
+                     H: list[float], F: list[int]) -> None:
+        """The update over flat tensors with the per-step scalars read from the tensor ``h``
+        (same layout as ``_coefficients``' H); ``H`` (host floats) only picks static branches."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _device_prologue(p: Tensor, g: Tensor, h: Tensor, H: list[float],
+                         l2: int, dm: int, gs: int, kwd: int, klr: int) -> Tensor:
+        """Weight decay (torch's L2 / decoupled, Keras's ``w - w*wd*lr``) and ``maximize`` with
+        scalars from ``h`` at the given indices; returns the (possibly new) gradient."""
+        if H[dm] != 1.0:
+            p.mul_(h[dm])
+        if H[kwd] != 0.0:
+            p.sub_(p * h[kwd] * h[klr])
+        if H[gs] != 1.0:
+            g = -g
+        if H[l2] != 0.0:
+            g = g + p * h[l2]
+        return g
 
     # ---------------------------------------------------------------- hooks (subclasses)
 

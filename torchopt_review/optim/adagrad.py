@@ -158,6 +158,15 @@ class Adagrad(FlatOptimizer):
             denom.add_(eout)
         p.addcdiv_(g, denom, value=-clr)
 
+    def _flat_device(self, p, g, S, h, H, F) -> None:
+        g = self._device_prologue(p, g, h, H, l2=1, dm=2, gs=3, kwd=6, klr=7)
+        s = S["sum"]
+        s.add_(g * g)
+        denom = (s + h[4]).sqrt() if H[4] != 0.0 else s.sqrt()  # keras: eps inside the sqrt
+        if H[5] != 0.0:
+            denom = denom + h[5]
+        p.sub_(g / denom * h[0])
+
     # ---------------------------------------------------------------- reference kernel
 
     def _reference(self, group, p, grad, state) -> None:

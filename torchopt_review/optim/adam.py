@@ -182,6 +182,18 @@ class Adam(FlatOptimizer):
         denom.mul_(inv_bc2_sqrt).add_(eps)
         p.addcdiv_(m, denom, value=-step_size)
 
+    def _flat_device(self, p, g, S, h, H, F) -> None:
+        g = self._device_prologue(p, g, h, H, l2=5, dm=6, gs=7, kwd=8, klr=9)
+        beta1, beta2, step_size, inv_bc2_sqrt, eps = h[0], h[1], h[2], h[3], h[4]
+        m, v = S["exp_avg"], S["exp_avg_sq"]
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).add_(g * g * (1 - beta2))
+        if F[0]:
+            vmax = S["max_exp_avg_sq"]
+            vmax.copy_(torch.maximum(vmax, v))
+            v = vmax
+        p.sub_(m / (v.sqrt() * inv_bc2_sqrt + eps) * step_size)
+
     # ---------------------------------------------------------------- reference kernel
 
     def _reference(self, group, p, grad, state) -> None:

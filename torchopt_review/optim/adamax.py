@@ -137,6 +137,16 @@ class Adamax(FlatOptimizer):
         denom = u if eout == 0.0 else torch.add(u, eout, out=g)
         p.addcdiv_(m, denom, value=-clr)
 
+    def _flat_device(self, p, g, S, h, H, F) -> None:
+        g = self._device_prologue(p, g, h, H, l2=5, dm=6, gs=7, kwd=8, klr=9)
+        beta1, beta2, clr = h[0], h[1], h[2]
+        m, u = S["exp_avg"], S["exp_inf"]
+        m.lerp_(g, 1 - beta1)
+        a = g.abs() + h[3] if H[3] != 0.0 else g.abs()  # torch: eps inside the max
+        u.copy_(torch.maximum(u * beta2, a))
+        denom = u + h[4] if H[4] != 0.0 else u  # keras: eps outside
+        p.sub_(m / denom * clr)
+
     # ---------------------------------------------------------------- reference kernel
 
     def _reference(self, group, p, grad, state) -> None:

@@ -218,6 +218,14 @@ class NAdam(FlatOptimizer):
         g.mul_(c_g).add_(m, alpha=c_m)  # the numerator c_g*g + c_m*m, in the grad scratch
         p.addcdiv_(g, denom)
 
+    def _flat_device(self, p, g, S, h, H, F) -> None:
+        g = self._device_prologue(p, g, h, H, l2=6, dm=7, gs=8, kwd=9, klr=10)
+        beta1, beta2, inv_bc2, eps, c_g, c_m = h[0], h[1], h[2], h[3], h[4], h[5]
+        m, v = S["exp_avg"], S["exp_avg_sq"]
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).add_(g * g * (1 - beta2))
+        p.add_((g * c_g + m * c_m) / ((v * inv_bc2).sqrt() + eps))
+
     # ---------------------------------------------------------------- reference kernel
 
     def _reference(self, group, p, grad, state) -> None:

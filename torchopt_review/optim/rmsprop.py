@@ -184,6 +184,29 @@ class RMSprop(FlatOptimizer):
         else:
             p.addcdiv_(g, denom, value=-c_in * c_out)
 
+    def _flat_device(self, p, g, S, h, H, F) -> None:
+        centered, use_mom = F
+        g = self._device_prologue(p, g, h, H, l2=4, dm=5, gs=6, kwd=9, klr=10)
+        alpha, c_in, c_out, mu = h[0], h[1], h[2], h[3]
+        v = S["square_avg"]
+        v.mul_(alpha).add_(g * g * (1 - alpha))
+        denom = v
+        if centered:
+            ga = S["grad_avg"]
+            ga.lerp_(g, 1 - alpha)
+            denom = v - ga * ga
+        if H[7] != 0.0:
+            denom = denom + h[7]
+        denom = denom.sqrt()
+        if H[8] != 0.0:
+            denom = denom + h[8]
+        if use_mom:
+            buf = S["momentum_buffer"]
+            buf.mul_(mu).add_(g / denom * c_in)
+            p.sub_(buf * c_out)
+        else:
+            p.sub_(g / denom * (c_in * c_out))
+
     # ---------------------------------------------------------------- reference kernel
 
     def _reference(self, group, p, grad, state) -> None:

@@ -166,6 +166,21 @@ class SGD(FlatOptimizer):
             else:
                 p.add_(buf)
 
+    def _flat_device(self, p, g, S, h, H, F) -> None:
+        use_mom, nesterov, keras, first = F
+        g = self._device_prologue(p, g, h, H, l2=3, dm=4, gs=5, kwd=6, klr=7)
+        lr, mu, damp = h[0], h[1], h[2]
+        if not use_mom:
+            p.sub_(g * lr)
+            return
+        buf = S["momentum_buffer"]
+        if not keras:  # buf = mu*buf + (1-dampening)*g;  p -= lr*(g + mu*buf) or lr*buf
+            buf.copy_(g if first else buf * mu + g * damp)
+            p.sub_((g + buf * mu if nesterov else buf) * lr)
+        else:  # Keras velocity form: v = mu*v - lr*g;  p += mu*v - lr*g or v
+            buf.copy_(g * -lr if first else buf * mu - g * lr)
+            p.add_(buf * mu - g * lr if nesterov else buf)
+
     # ---------------------------------------------------------------- reference kernel
 
     def _reference(self, group, p, grad, state) -> None:
