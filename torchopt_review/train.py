@@ -228,6 +228,18 @@ def resolve_device(accelerator: str) -> str:
     return "cpu"
 
 
+def new_record(cfg: RunConfig, device: str, engine: str = "single") -> dict[str, Any]:
+    """A run's run.json as it starts (``status: running``); the same for separate and stacked runs."""
+    t = cfg.trainer
+    return {
+        "status": RUNNING, "label": cfg.run_label, "optimizer": cfg.optim.name, "seed": cfg.seed, "lr": cfg.optim.lr,
+        "epochs": t.epochs, "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "versions": _versions(),
+        "device": device, "hardware": _hardware(device), "precision": t.precision, "engine": engine,
+        "test": None, "diverged": None, "error": None, "epochs_completed": 0, "wall_s": 0.0,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
 def run(cfg: RunConfig, *, restart: bool = False, progress: bool = True, summary: bool | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None, dataset: Any = None) -> dict[str, Any]:
     """Train one run into ``cfg.run_dir`` (resuming from its checkpoint) and return its run.json.
@@ -301,7 +313,11 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
     if resume and previous is None:  # run.json is written before the first checkpoint: someone removed it
         raise UserError(f"{run_dir} holds a checkpoint but no readable run.json, so its configuration is unknown; "
                         "pass --restart to discard it")
-    purge = int(_verify_checkpoint(ckpt)["opt_steps"]) + 1 if resume else None
+    state = _verify_checkpoint(ckpt) if resume else None
+    if state is not None and state.get("engine") == "stacked":
+        raise UserError(f"{ckpt} was written by the stacked review engine; resume it with "
+                        "`python -m torchopt_review.review --engine stacked`, or pass --restart to discard it")
+    purge = int(state["opt_steps"]) + 1 if state is not None else None
     _check_writable(run_dir)
     if not resume:
         _clear_run(run_dir)  # a fresh start: nothing from an earlier attempt (events, CSVs) may leak into it
@@ -318,13 +334,7 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
         if torch.backends.cudnn.allow_tf32 != tf32:
             torch.backends.cudnn.allow_tf32 = tf32
 
-    record: dict[str, Any] = {
-        "status": RUNNING, "label": cfg.run_label, "optimizer": cfg.optim.name, "seed": cfg.seed, "lr": cfg.optim.lr,
-        "epochs": t.epochs, "config": cfg.to_dict(), "fingerprint": fingerprint, "versions": _versions(),
-        "device": device, "hardware": _hardware(device), "precision": t.precision,
-        "test": None, "diverged": None, "error": None, "epochs_completed": 0, "wall_s": 0.0,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+    record = new_record(cfg, device)
     atomic_write_json(record_path, record)
 
     torch.manual_seed(cfg.seed)  # the model's init
