@@ -957,6 +957,28 @@ class _Scheduler:
             kind, payload = _call_run(run_fn, cfg, self.restart, lambda info, key=key: self.progress.epoch(key, info))
             self._finish(key, kind, payload)
 
+    def run_stacked(self) -> list[RunConfig]:
+        """Train the stackable runs here as stacked models (:mod:`torchopt_review.stacked`), one
+        stack per compatible configuration; returns the runs that cannot be stacked."""
+        from .stacked import stack_key, train_stacked
+
+        stacks: dict[tuple, list[RunConfig]] = {}
+        rest: list[RunConfig] = []
+        for cfg in self.todo:
+            key = stack_key(cfg)
+            if key is None:
+                rest.append(cfg)
+            else:
+                stacks.setdefault(key, []).append(cfg)
+        for cfgs in stacks.values():
+            if self.user_error:
+                break
+            results = train_stacked(cfgs, restart=self.restart, on_start=self.progress.start,
+                                    on_epoch=lambda key, info: self.progress.epoch(key, info))
+            for key, (kind, payload) in results.items():
+                self._finish(key, kind, payload)
+        return rest
+
     def run_processes(self, workers: int, threads: int) -> None:
         import multiprocessing
         from multiprocessing.connection import wait
@@ -1038,6 +1060,22 @@ class _Scheduler:
                 slot.conn.close()
 
 
+ENGINES = ("auto", "pool", "stacked")
+
+
+def resolve_engine(engine: str, todo: list[RunConfig], run_fn: Callable[..., dict] | None) -> str:
+    """``auto``: stacked when every run trains on a GPU (and ``train.run`` is the run function)."""
+    if engine != "auto":
+        if engine == "stacked" and run_fn is not None:
+            raise ConfigError("engine='stacked' trains with its own loop: it cannot take a run_fn")
+        return engine
+    if run_fn is not None or not todo:
+        return "pool"
+    from .train import resolve_device
+
+    return "stacked" if all(resolve_device(c.trainer.accelerator) == "cuda" for c in todo) else "pool"
+
+
 def _key(cfg: RunConfig) -> str:
     return f"{cfg.run_label}/seed{cfg.seed}"
 
@@ -1086,6 +1124,7 @@ def review(
     report: bool = True,
     in_process: bool = False,
     threads: int | None = None,
+    engine: str = "auto",
     stream: TextIO | None | object = "stderr",
 ) -> ReviewResult:
     """Run a review: expand, lock, skip finished runs, run the rest, record failures, report.
@@ -1100,6 +1139,10 @@ def review(
         report: write ``runs/<exp>/report.md`` (via :mod:`torchopt_review.report`) at the end.
         in_process: run in this process, one run after the other (tests, debugging).
         threads: torch threads per worker (default 1: see the module docstring's measurement).
+        engine: ``pool`` (one run per worker process), ``stacked`` (every stackable run of the
+            review trained together as one batched model in this process, see
+            :mod:`torchopt_review.stacked`) or ``auto``: stacked when the runs train on a GPU,
+            where it is ~100x faster, the pool on CPU, where it is not faster (``bench review``).
         stream: where progress and the summary go (default: ``sys.stderr`` at call time; ``None``: silent).
 
     Raises:
@@ -1121,6 +1164,8 @@ def review(
         raise ConfigError(f"--workers must be an integer >= 1, got {workers!r}")
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads!r}")
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
 
     all_runs = expand(cfg)
     mine = shard_runs(all_runs, shard)
@@ -1152,7 +1197,8 @@ def review(
             todo.append(rc)
 
         title = f"review {cfg.experiment}" + (f" shard {shard[0]}/{shard[1]}" if shard else "")
-        n_workers = 1 if in_process else max(1, min(workers, len(todo)))
+        engine = resolve_engine(engine, todo, run_fn)
+        n_workers = 1 if in_process or engine == "stacked" else max(1, min(workers, len(todo)))
         progress = _Progress(stream, len(mine), {_key(c): c.trainer.epochs for c in todo}, title, workers=n_workers)
         progress.finished = len(outcomes)
         for o in outcomes.values():
@@ -1160,13 +1206,17 @@ def review(
                 progress.bad[o.status] += 1
         if stream is not None:
             skipped = f", {len(outcomes)} finished before (skipped)" if outcomes else ""
+            where = ("stacked in one process" if engine == "stacked"
+                     else f"on {n_workers} worker{'s' * (n_workers != 1)}")
             print(f"{title}: {_plural(len(mine), 'run')}{skipped}, {len(todo)} to run"
-                  + (f" on {n_workers} worker{'s' * (n_workers != 1)}" if todo else ""), file=stream, flush=True)
+                  + (f" {where}" if todo else ""), file=stream, flush=True)
         sched = _Scheduler(todo, run_fn=run_fn, restart=restart, progress=progress)
         try:
-            if todo and in_process:
+            if todo and engine == "stacked":
+                sched.todo = sched.run_stacked()  # what cannot be stacked (a CNN) goes on below
+            if sched.todo and not sched.user_error and in_process:
                 sched.run_in_process()
-            elif todo:
+            elif sched.todo and not sched.user_error:
                 sched.run_processes(n_workers, threads or 1)
         finally:
             progress.close()
@@ -1269,6 +1319,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-batches", type=int, help="smoke test: optimizer steps per epoch")
     p.add_argument("--data-dir", help="folder with the four Fashion-MNIST IDX files")
     p.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), help="default: the config's (cpu)")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="pool: one run per worker process; stacked: all runs as one batched model in this process "
+                        "(one CUDA graph per step on a GPU); auto (default): stacked on a GPU, pool on CPU")
+    p.add_argument("--precision", choices=("32", "tf32", "bf16-mixed"), help="default 32 (fp32, TF32 off)")
     p.add_argument("--in-process", action="store_true", help="no worker processes: one run after the other here")
     p.add_argument("--debug", action="store_true", help="tracebacks instead of one-line errors")
     return p
@@ -1289,6 +1343,8 @@ def main(argv: list[str] | None = None) -> int:
         cli = merge(cli, {"trainer": {"limit_batches": args.limit_batches}})
     if args.accelerator is not None:
         cli = merge(cli, {"trainer": {"accelerator": args.accelerator}})
+    if args.precision is not None:
+        cli = merge(cli, {"trainer": {"precision": args.precision}})
     if args.data_dir is not None:
         cli = merge(cli, {"data": {"data_dir": args.data_dir}})
     fields: dict[str, Any] = {"cli_overrides": cli, "include_variants": args.variants}
@@ -1306,9 +1362,9 @@ def main(argv: list[str] | None = None) -> int:
     workers = args.workers
     accelerator = (cfg.cli_overrides.get("trainer") or {}).get("accelerator") or (cfg.overrides.get("trainer") or {}).get("accelerator")
     if workers is None and accelerator in ("gpu", "cuda"):
-        workers = 1  # one GPU: one process drives it (the stacked GPU path is train's business)
+        workers = 1  # one GPU: one process drives it (what cannot be stacked runs one after the other)
     result = review(cfg, workers=workers, restart=args.restart, shard=shard, report=not args.no_report,
-                    in_process=args.in_process, threads=args.threads)
+                    in_process=args.in_process, threads=args.threads, engine=args.engine)
     return result.exit_status
 
 

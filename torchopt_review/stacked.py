@@ -666,6 +666,7 @@ def train_stacked(cfgs: list[RunConfig], *, restart: bool = False, dataset: Fash
     for cfg in sorted(cfgs, key=lambda c: (OptimSpec.of(c).key(), c.seed)):
         run = _Run(cfg, 0)
         try:
+            split_indices(len(ds.train_labels), cfg.data.split, cfg.data.val_size, cfg.seed)  # before any write
             _load_resume(run, restart)
             _check_writable(cfg.run_dir)
         except UserError as exc:
