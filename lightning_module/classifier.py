@@ -7,6 +7,12 @@ paid once per chunk instead of once per step. Nothing in the step syncs with the
 and the correct count of each step are written into a small device buffer that is read once per
 ``log_every_n_steps`` (and at the end of the epoch), which is also where a non-finite loss is
 noticed and the run stopped as diverged, at the exact step it happened.
+
+On a GPU (``graph_step``: ``auto``) every full-size mini-batch after the first runs as one CUDA
+graph replay (:class:`torchopt_review.graphs.GraphedStep`): the step below -- forward, loss,
+backward, clipping, the optimizer's device half-step -- is captured once and replayed, the
+mini-batch being copied into the graph's static input buffers. ``graph_step="on"`` runs the same
+machinery eagerly on CPU (how the tests check it), ``"off"`` never uses it.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from torchopt_review.optim import create_optimizer
 class Classifier(L.LightningModule):
     def __init__(self, model: str = "blog_mlp", optimizer: str = "adam", semantics: str = "keras", lr: float = 1e-3,
                  optimizer_kwargs: dict[str, Any] | None = None, batch_size: int = 32, log_every_n_steps: int = 50,
-                 gradient_clip_val: float | None = None):
+                 gradient_clip_val: float | None = None, graph_step: str = "auto"):
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(model)
@@ -40,6 +46,9 @@ class Classifier(L.LightningModule):
         self._window_n: list[int] = []
         self._totals = [0.0, 0.0, 0]  # loss * n, correct, n over the epoch so far
         self._eval_sums: torch.Tensor | None = None
+        self._graph = None  # GraphedStep, made on the first full-size step after an eager one
+        self._graph_inputs: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._eager_steps = 0
 
     # -- the model -----------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -70,18 +79,58 @@ class Classifier(L.LightningModule):
         bs, clip = self.hparams.batch_size, self.hparams.gradient_clip_val
         params = None if clip is None else [p for p in self.model.parameters() if p.requires_grad]
         for images, labels in zip(chunk[0].split(bs), chunk[1].split(bs)):
-            loss, correct = self._common_step((images, labels), "train")
-            opt.zero_grad()
-            loss.backward()
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip)
-            opt.step()
+            if self._use_graph() and len(labels) == bs and self._eager_steps:
+                loss, correct = self._graphed_step(opt, images, labels)
+            else:
+                loss, correct = self._common_step((images, labels), "train")
+                opt.zero_grad(set_to_none=self._graph is None)  # a captured graph keeps the grads' memory
+                loss.backward()
+                if clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, clip)
+                opt.step()
+                self._eager_steps += 1
             self.opt_steps += 1
             self._losses.append(loss.detach())  # device tensors: no host sync until _flush
             self._corrects.append(correct)
             self._window_n.append(len(labels))
             if len(self._losses) == self.hparams.log_every_n_steps and not self._flush():
                 return
+
+    def _use_graph(self) -> bool:
+        mode = self.hparams.graph_step
+        return mode == "on" or (mode == "auto" and self.device.type == "cuda")
+
+    def _graphed_step(self, opt: torch.optim.Optimizer, images: torch.Tensor,
+                      labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step of :meth:`training_step`, captured once and replayed (see the module docs)."""
+        if self._graph is None:
+            from torchopt_review.graphs import GraphedStep
+
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            # the graph's grads: kept alive here and re-attached before every replay (something
+            # outside the step may set .grad to None); the graph zeroes and refills them in place
+            self._graph_grads = (params, [torch.zeros_like(p) if p.grad is None else p.grad for p in params])
+            self._graph_inputs = (images.clone(), labels.clone())
+            clip = self.hparams.gradient_clip_val
+
+            def body() -> tuple[torch.Tensor, torch.Tensor]:
+                loss, correct = self._common_step(self._graph_inputs, "train")
+                torch._foreach_zero_([p.grad for p in params])
+                loss.backward()
+                if clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, clip)
+                opt.graph_apply()
+                return loss.detach(), correct
+
+            self._graph = GraphedStep(body, [opt], params, capture=self.device.type == "cuda")
+        for p, g in zip(*self._graph_grads):
+            if p.grad is not g:
+                p.grad = g
+        x, y = self._graph_inputs
+        x.copy_(images)
+        y.copy_(labels)
+        loss, correct = self._graph()
+        return loss, correct
 
     def _flush(self) -> bool:
         """Read the step buffer once: add it to the epoch totals, log the step curve, and catch a

@@ -65,6 +65,7 @@ class TrainerConfig:
     diagnostics: bool = True  # effective step size / update ratio / grad norm per layer
     diagnostics_every_n_steps: int = 200
     gradient_clip_val: float | None = None  # clip the global grad norm (Keras global_clipnorm)
+    graph_step: str = "auto"  # auto: the step replayed as one CUDA graph on a GPU | on (also CPU, eager) | off
 
 
 @dataclass
@@ -93,7 +94,8 @@ class RunConfig:
         """What must match for a checkpoint to be resumed: everything that changes the numbers."""
         d = self.to_dict()
         trainer = d["trainer"]
-        for k in ("epochs", "threads", "log_every_n_steps", "diagnostics", "diagnostics_every_n_steps", "val_batch_size"):
+        for k in ("epochs", "threads", "log_every_n_steps", "diagnostics", "diagnostics_every_n_steps", "val_batch_size",
+                  "graph_step"):
             trainer.pop(k, None)  # more epochs extend a run; these do not change the trajectory
         d.pop("logdir")
         d["data"].pop("data_dir")
@@ -253,6 +255,10 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"trainer.accelerator must be cpu, gpu or auto, got {t.accelerator!r}")
     if t.precision not in ("32", "tf32", "bf16-mixed"):
         raise ConfigError(f"trainer.precision must be 32, tf32 or bf16-mixed, got {t.precision!r}")
+    if t.graph_step in ("True", "False"):  # YAML 1.1 reads a bare on/off as a boolean
+        t.graph_step = "on" if t.graph_step == "True" else "off"
+    if t.graph_step not in ("auto", "on", "off"):
+        raise ConfigError(f"trainer.graph_step must be auto, on or off, got {t.graph_step!r}")
     if t.gradient_clip_val is not None and not t.gradient_clip_val > 0:
         raise ConfigError(f"trainer.gradient_clip_val must be positive, got {t.gradient_clip_val}")
     if cfg.seed < 0:

@@ -248,7 +248,7 @@ def stack_key(cfg: RunConfig) -> tuple | None:
     t = cfg.trainer
     return (cfg.model.name, cfg.data.data_dir, cfg.data.split, cfg.data.val_size, t.epochs, t.batch_size,
             t.limit_batches, t.accelerator, t.precision, t.log_every_n_steps, t.steps_per_batch, t.val_batch_size,
-            t.diagnostics, t.diagnostics_every_n_steps, cfg.logdir, cfg.experiment)
+            t.diagnostics, t.diagnostics_every_n_steps, t.graph_step, cfg.logdir, cfg.experiment)
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -385,7 +385,7 @@ class StackedTrainer:
         """The same step replayed from a CUDA graph (full-size batches; captured on first use)."""
         g = self._graph
         if g is None:
-            g = self._graph = _CapturedStep(self)
+            g = self._graph = _CapturedStep(self, capture=self.device.type == "cuda")
         return g.replay(idx)
 
     def train_step(self, idx: Tensor) -> tuple[Tensor, Tensor]:
@@ -473,41 +473,15 @@ class StackedTrainer:
 
 
 class _CapturedStep:
-    """The stacked step captured in one CUDA graph: the batch indices and the optimizers' per-step
-    scalars are the graph's inputs (static tensors refilled before each replay), per-run loss and
-    correct counts its outputs."""
+    """The stacked step as a :class:`~torchopt_review.graphs.GraphedStep`: the batch indices are its
+    static input, per-run loss and correct counts its outputs."""
 
-    def __init__(self, tr: StackedTrainer):
+    def __init__(self, tr: StackedTrainer, capture: bool | None = None):
+        from .graphs import GraphedStep
+
         self.tr = tr
-        dev = tr.device
-        self.idx = torch.zeros(tr.R, tr.t.batch_size, dtype=torch.long, device=dev)
-        widths = [opt.graph_width() for opt in tr.opts.optimizers]
-        self.h = torch.zeros(sum(widths), dtype=torch.float32, device=dev)
-        off = 0
-        for opt, w in zip(tr.opts.optimizers, widths):
-            opt.bind_graph_coefficients(self.h[off:off + w])
-            off += w
-        self.graph = torch.cuda.CUDAGraph()
-        # warm up on a side stream (compiles the optimizer kernels), then capture. Warm-up and
-        # capture must not change the state: the optimizers' parts run on copies of their inputs.
-        saved = [t.clone() for t in self._mutable()]
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(2):
-                self._body()
-        torch.cuda.current_stream().wait_stream(s)
-        with torch.cuda.graph(self.graph):
-            self.loss, self.correct = self._body()
-        for t, v in zip(self._mutable(), saved):
-            t.copy_(v)
-
-    def _mutable(self) -> list[Tensor]:
-        out = [self.tr.model.theta]
-        for opt in self.tr.opts.optimizers:
-            for _, b in opt.graph_buckets():
-                out.extend(b.flat.values())
-        return out
+        self.idx = torch.zeros(tr.R, tr.t.batch_size, dtype=torch.long, device=tr.device)
+        self.step = GraphedStep(self._body, tr.opts.optimizers, [tr.model.theta], capture=capture)
 
     def _body(self) -> tuple[Tensor, Tensor]:
         tr = self.tr
@@ -518,13 +492,9 @@ class _CapturedStep:
         return loss.detach(), correct
 
     def replay(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        H: list[float] = []
-        for opt in self.tr.opts.optimizers:
-            H.extend(opt.graph_coefficients())
-        self.h.copy_(torch.tensor(H, dtype=torch.float32).pin_memory(), non_blocking=True)
         self.idx.copy_(idx)
-        self.graph.replay()
-        return self.loss.clone(), self.correct.clone()
+        loss, correct = self.step()
+        return loss, correct
 
 
 class _Diagnostics:
@@ -744,6 +714,8 @@ def _train_group(runs: list[_Run], ds: FashionMNIST, device: str, *, restart: bo
         if on_start is not None:
             on_start(run.key)
 
+    if use_graph is None and t.graph_step != "auto":
+        use_graph = t.graph_step == "on"
     tr = StackedTrainer(runs, ds, device, on_epoch=on_epoch, use_graph=use_graph)
     diag = _Diagnostics(tr, t.diagnostics_every_n_steps) if t.diagnostics else None
     t0 = time.perf_counter()

@@ -340,7 +340,8 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
     torch.manual_seed(cfg.seed)  # the model's init
     module = Classifier(model=cfg.model.name, optimizer=cfg.optim.name, semantics=cfg.optim.semantics, lr=cfg.optim.lr,
                         optimizer_kwargs=cfg.optim.kwargs, batch_size=t.batch_size,
-                        log_every_n_steps=t.log_every_n_steps, gradient_clip_val=t.gradient_clip_val)
+                        log_every_n_steps=t.log_every_n_steps, gradient_clip_val=t.gradient_clip_val,
+                        graph_step=t.graph_step)
     recorder = RunRecorder(run_dir, epochs=t.epochs, print_summary=summary, on_epoch=on_epoch,
                            info={"label": cfg.run_label, "seed": cfg.seed})
     callbacks: list[L.Callback] = [recorder]
