@@ -73,3 +73,15 @@ def test_coefficients_tensor_size_is_checked():
     opt.step()
     with pytest.raises(ValueError, match="coefficients"):
         opt.bind_graph_coefficients(torch.zeros(3))
+
+
+# the recorded real-Keras 3 trajectories (tests/fixtures/keras_trajectories.json), every step after
+# the first through the graph half-steps: the device kernels against Keras itself
+from test_keras_parity import CASES, compare, fp32_tol, run_ours  # noqa: E402
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_graph_halves_match_recorded_keras(name):
+    case = CASES[name]
+    compare(run_ours(case, torch.float32, None, graph=True), case["float32"], what=f"{name} graph halves",
+            **fp32_tol(case))

@@ -89,10 +89,11 @@ def _split(flat: torch.Tensor) -> list[torch.Tensor]:
     return out
 
 
-def run_ours(case: dict, dtype: torch.dtype, fused: bool, *, semantics: str = "keras",
-             use_registry: bool = True) -> dict[int, torch.Tensor]:
-    """Our trajectory on the fixture's problem: {step: flat params (float64)}."""
-    params = [torch.nn.Parameter(x.to(dtype).clone()) for x in _split(INIT)]
+def run_ours(case: dict, dtype: torch.dtype, fused: bool | None, *, semantics: str = "keras",
+             use_registry: bool = True, device: str = "cpu", graph: bool = False) -> dict[int, torch.Tensor]:
+    """Our trajectory on the fixture's problem: {step: flat params (float64)}. ``graph``: every
+    step after the first through the graph half-steps (``graph_step``)."""
+    params = [torch.nn.Parameter(x.to(dtype).clone().to(device)) for x in _split(INIT)]
     name = case["name"]
     if use_registry and name.startswith("registry_"):
         # the blog configuration as users get it: create_optimizer(name, params)
@@ -105,10 +106,10 @@ def run_ours(case: dict, dtype: torch.dtype, fused: bool, *, semantics: str = "k
     out = {}
     for t in range(1, STEPS + 1):
         for p, g in zip(params, _split(GRADS[t - 1])):
-            p.grad = g.to(dtype).clone()
-        opt.step()
+            p.grad = g.to(dtype).clone().to(device)
+        opt.graph_step() if graph and t > 1 else opt.step()
         if t in wanted:
-            out[t] = torch.cat([p.detach().reshape(-1) for p in params]).double()
+            out[t] = torch.cat([p.detach().reshape(-1) for p in params]).double().cpu()
         if str(t) in case["lr_changes"]:
             for group in opt.param_groups:
                 group["lr"] = case["lr_changes"][str(t)]
