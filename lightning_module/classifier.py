@@ -109,12 +109,24 @@ class Classifier(L.LightningModule):
             params = [p for p in self.model.parameters() if p.requires_grad]
             # the graph's grads: kept alive here and re-attached before every replay (something
             # outside the step may set .grad to None); the graph zeroes and refills them in place
-            self._graph_grads = (params, [torch.zeros_like(p) if p.grad is None else p.grad for p in params])
+            # (one flat buffer, so the optimizer reads them as one tensor with no gather)
+            flat = torch.zeros(sum(p.numel() for p in params), device=self.device, dtype=params[0].dtype)
+            views, off = [], 0
+            for p in params:
+                views.append(flat[off:off + p.numel()].view(p.shape))
+                off += p.numel()
+            self._graph_grads = (params, views)
             self._graph_inputs = (images.clone(), labels.clone())
             clip = self.hparams.gradient_clip_val
 
+            dev = self.device.type
+            # autocast (bf16-mixed) must not cache casted weights across a graph's capture
+            amp = dev == "cuda" and torch.is_autocast_enabled(dev)
+            amp_dtype = torch.get_autocast_dtype(dev) if amp else None
+
             def body() -> tuple[torch.Tensor, torch.Tensor]:
-                loss, correct = self._common_step(self._graph_inputs, "train")
+                with torch.autocast(dev, dtype=amp_dtype, enabled=amp, cache_enabled=False):
+                    loss, correct = self._common_step(self._graph_inputs, "train")
                 torch._foreach_zero_([p.grad for p in params])
                 loss.backward()
                 if clip is not None:

@@ -358,7 +358,8 @@ class StackedTrainer:
         """Per-run mean loss [R] and correct count [R] of the mini-batch ``idx`` [R, b]."""
         x = self.images[idx].float().div_(255.0)
         y = self.labels[idx]
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        # (cache_enabled=False: autocast may not cache casted weights across a CUDA graph's capture)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast, cache_enabled=False):
             logits = self.model(x)
         R, b = idx.shape
         loss = F.cross_entropy(logits.float().reshape(R * b, -1), y.reshape(-1), reduction="none").view(R, b).mean(1)

@@ -420,3 +420,28 @@ def test_cuda_flat_path_matches_cpu_reference(cls):
         assert opt_b._plans and all(bk.c_fn is None for bk in opt_b._plans[id(opt_b.param_groups[0])].buckets)
         for p, q in zip(a.parameters(), b.parameters()):
             torch.testing.assert_close(p, q.cpu(), rtol=1e-4, atol=1e-5)
+
+
+def test_relocated_params_keep_identity_and_match_reference(monkeypatch):
+    """The CUDA layout (params moved into one flat buffer, ``.data`` re-pointed), forced on CPU."""
+    monkeypatch.setenv("TORCHOPT_REVIEW_FORCE_TORCH_OPS", "1")
+    monkeypatch.setenv("TORCHOPT_REVIEW_FORCE_RELOCATE", "1")
+    a = mlp()
+    b = copy.deepcopy(a)
+    ids = [id(p) for p in a.parameters()]
+    opt_a = Adam(a.parameters(), lr=0.01)
+    opt_b = Adam(b.parameters(), lr=0.01, fused=False)
+    for i in range(5):
+        x, y = batch(i)
+        for model, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    params = list(a.parameters())
+    assert [id(p) for p in params] == ids  # the same Parameter objects (modules still hold them)
+    ptr, item = params[0].data_ptr(), params[0].element_size()
+    for p in params:  # now laid end to end in one storage
+        assert p.data_ptr() == ptr
+        ptr += p.numel() * item
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

@@ -665,26 +665,41 @@ class FlatOptimizer(torch.optim.Optimizer):
 
     def _prepare_torch_ops(self, b: _Bucket) -> None:
         members = b.params
-        # If the params already are consecutive slices of one storage, update them through
-        # one flat alias; otherwise gather into a scratch buffer and scatter back.
-        p0 = members[0]
-        flat_ok = True
-        expect = p0.data_ptr()
-        item = p0.element_size()
-        sptr = p0.untyped_storage().data_ptr()
-        for p, n in zip(members, b.numels):
-            if p.data_ptr() != expect or p.untyped_storage().data_ptr() != sptr:
-                flat_ok = False
-                break
-            expect += n * item
-        if flat_ok:
-            b.pflat = p0.detach().as_strided((b.total,), (1,), p0.storage_offset())
-            b.pviews = None
+        # If the params already are consecutive slices of one storage, update them through one
+        # flat alias. On CUDA, params that are not are moved into one flat buffer (each param's
+        # ``.data`` becomes a view of it; the Parameter objects stay), so the update is one kernel
+        # over contiguous memory instead of a gather and a scatter around it. Elsewhere they are
+        # gathered into a scratch buffer and scattered back.
+        alias = _consecutive_alias([p.detach() for p in members], b.numels)
+        relocate = (b.device.type == "cuda" and os.environ.get("TORCHOPT_REVIEW_NO_RELOCATE", "") in ("", "0")
+                    or os.environ.get("TORCHOPT_REVIEW_FORCE_RELOCATE", "") not in ("", "0"))  # (tests, on CPU)
+        if alias is None and b.contiguous and relocate:
+            flat = torch.empty(b.total, device=b.device, dtype=b.dtype)
+            off = 0
+            with torch.no_grad():
+                for p, n in zip(members, b.numels):
+                    view = flat[off:off + n].view(p.shape)
+                    view.copy_(p)
+                    p.data = view
+                    off += n
+            alias = flat
+        if alias is not None:
+            b.pflat, b.pviews = alias, None
         else:
             b.pflat = torch.empty(b.total, device=b.device, dtype=b.dtype)
             b.pviews = [_flat_view(p.detach()) for p in members]
         b.gscratch = torch.empty(b.total, device=b.device, dtype=b.dtype)
         b.work = torch.empty(b.total, device=b.device, dtype=b.dtype) if self._workspace else None
+
+    def _flat_grads(self, b: _Bucket, grads: list[Tensor]) -> Tensor:
+        """The bucket's grads as one flat tensor: an alias when they already are consecutive
+        slices of one storage (the stacked engine's, a captured step's), else gathered into a
+        scratch copy. Either way the caller may not write into it (see ``_flat_torch``)."""
+        alias = _consecutive_alias(grads, b.numels)
+        if alias is not None:
+            return alias
+        torch.cat([_flat_view(x) for x in grads], out=b.gscratch)
+        return b.gscratch
 
     # ---------------------------------------------------------------- fast path
 
@@ -783,12 +798,7 @@ class FlatOptimizer(torch.optim.Optimizer):
     def graph_apply(self) -> None:
         """Device half of a step: no host sync, no host-computed scalar, so it can be captured."""
         for group, b in self.graph_buckets():
-            grads = [p.grad for p in b.params]
-            g = b.gscratch
-            if len(grads) == 1 and grads[0].is_contiguous():
-                g = grads[0].view(-1)  # already flat (the stacked engine's grads): no copy; _flat_device only reads it
-            else:
-                torch.cat([_flat_view(x) for x in grads], out=g)
+            g = self._flat_grads(b, [p.grad for p in b.params])  # _flat_device only reads it
             if b.pviews is not None:
                 torch.cat(b.pviews, out=b.pflat)
             self._device_kernel(b)(b.pflat, g, b.flat, b.graph_h, b.graph_H, b.graph_F)
@@ -896,6 +906,26 @@ class FlatOptimizer(torch.optim.Optimizer):
             p.mul_(dm)
         if kwd != 0.0:
             p.sub_(p * kwd * klr)
+
+
+def _consecutive_alias(tensors: list[Tensor], numels: list[int]) -> Tensor | None:
+    """One flat 1-d alias of ``tensors`` if they are contiguous and laid end to end in one
+    storage, in this order; else None."""
+    t0 = tensors[0]
+    if t0 is None:
+        return None
+    expect = t0.data_ptr()
+    item = t0.element_size()
+    try:
+        sptr = t0.untyped_storage().data_ptr()
+    except RuntimeError:
+        return None
+    for t, n in zip(tensors, numels):
+        if (t is None or not t.is_contiguous() or t.data_ptr() != expect or t.dtype != t0.dtype
+                or t.untyped_storage().data_ptr() != sptr):
+            return None
+        expect += n * item
+    return t0.as_strided((sum(numels),), (1,), t0.storage_offset())
 
 
 def zero_scalar_state(p: Tensor, capturable: bool, value: float = 0.0) -> Tensor:
