@@ -365,3 +365,14 @@ def test_review_cli_stacked_engine(synthetic_data_dir, tmp_path):
         for seed in (0, 1):
             rec = json.loads((tmp_path / "runs" / "mini" / label / f"seed{seed}" / "run.json").read_text())
             assert rec["status"] == "done" and rec["engine"] == "stacked"
+
+
+def test_bf16_mixed_precision_is_used_and_recorded(synthetic_data_dir, tmp_path):
+    cfgs = _cfgs(synthetic_data_dir, tmp_path, opts=("adam",), seeds=(0,), epochs=1, precision="bf16-mixed")
+    fp32 = _cfgs(synthetic_data_dir, tmp_path / "fp32", opts=("adam",), seeds=(0,), epochs=1)
+    a = train_stacked(cfgs)["adam/seed0"][1]
+    b = train_stacked(fp32)["adam/seed0"][1]
+    assert a["precision"] == "bf16-mixed" and b["precision"] == "32" and a["status"] == "done"
+    # bf16 matmuls really ran: close to fp32, but not equal to it
+    assert a["test"]["loss"] != b["test"]["loss"]
+    assert a["test"]["loss"] == pytest.approx(b["test"]["loss"], rel=0.05)
