@@ -192,9 +192,11 @@ def load_warning() -> str | None:
 
 def check_accelerator(accelerator: str) -> str:
     """The torch device for ``--accelerator``; a UserError when a GPU is asked for but absent."""
-    if accelerator == "gpu":
-        import torch
+    import torch
 
+    if accelerator == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if accelerator == "gpu":
         if not torch.cuda.is_available():
             raise UserError("--accelerator gpu: no CUDA device is visible (torch.cuda.is_available() is False); "
                             "run this on a machine with an NVIDIA GPU, or use --accelerator cpu")
@@ -1512,7 +1514,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, metavar="optim|epoch|review")
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu", help="device (default: cpu)")
+        sp.add_argument("--accelerator", choices=("auto", "cpu", "gpu"), default="cpu",
+                        help="device: cpu (default), gpu, or auto (gpu when CUDA is visible)")
         sp.add_argument("--quick", action="store_true", help="a short version (small sizes, few rounds)")
         sp.add_argument("--rounds", type=int, help="interleaved rounds (medians over them)")
         sp.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")

@@ -515,35 +515,52 @@ class _Diagnostics:
             self.steps_at = opt_steps
 
     def chunk_end(self, epoch: int, opt_steps: int, live: list[_Run]) -> None:
-        from lightning_module.callbacks import _quantiles, effective_lr
+        """Every run's rows at once: per optimizer block and parameter tensor, the statistics of
+        all its runs as [runs] tensors, then one read to the host for the whole measurement."""
+        from lightning_module.callbacks import _QUANTILES, effective_lr, quantile_sample
 
         if self.snapshot is None:
             return
-        m, steps = self.tr.model, max(opt_steps - self.steps_at, 1)
-        delta = (m.theta - self.snapshot)
+        m, tr, steps = self.tr.model, self.tr, max(opt_steps - self.steps_at, 1)
+        delta = m.theta - self.snapshot
         self.snapshot = None
         live_ids = {run.r for run in live}
-        for run in self.tr.runs:
-            if run.r not in live_ids:
-                continue
-            opt, group, per_param = self.tr.opts.run_state(run.r)
-            view = m.run_view(run.r)
-            for n, o, k in zip(m.names, m.offsets, m.numels):
-                p = view[n]
-                fake = _StateOf({p: per_param[n]})
-                eff = effective_lr(fake, group, p)  # type: ignore[arg-type]
-                q = [float(group["lr"])] * 3 if eff is None else _quantiles(eff)
-                d = delta[run.r, o:o + k]
-                ratio = float(d.norm() / (p.norm() + 1e-12)) / steps
-                gnorm = float(m.grad[run.r, o:o + k].norm())
-                row = {"epoch": epoch + 1, "step": opt_steps, "param": n, "eff_lr_p10": q[0], "eff_lr_p50": q[1],
-                       "eff_lr_p90": q[2], "update_ratio": ratio, "grad_norm": gnorm}
+        pieces: list[Tensor] = []  # per (block, param): [5, runs] = p10, p50, p90, update ratio, grad norm
+        keys: list[tuple[int, int, str, bool]] = []  # (first run, runs, param name, has eff)
+        for j, (a, b) in enumerate(tr.opts.blocks):
+            opt, q = tr.opts.optimizers[j], tr.opts.flat[j]
+            group, st = opt.param_groups[0], opt.state.get(q, {})
+            for n, o, k, shape in zip(m.names, m.offsets, m.numels, m.shapes):
+                p = m.theta[a:b, o:o + k]
+                state = {key: (v.view(b - a, m.P)[:, o:o + k] if torch.is_tensor(v) and v.numel() == q.numel() else v)
+                         for key, v in st.items()}
+                eff = effective_lr(_StateOf({p: state}), group, p)  # type: ignore[arg-type]
+                if eff is None:
+                    qs = torch.full((3, b - a), float(group["lr"]), dtype=torch.float64, device=p.device)
+                else:
+                    qs = torch.quantile(quantile_sample(eff).double(), _QUANTILES.to(p.device), dim=1)
+                    for r in range(a, b):
+                        if r in live_ids:
+                            self.tr.runs[r].last_eff[n] = eff[r - a].detach().view(shape).clone()
+                ratio = delta[a:b, o:o + k].norm(dim=1) / (p.norm(dim=1) + 1e-12) / steps
+                gnorm = m.grad[a:b, o:o + k].norm(dim=1)
+                pieces.append(torch.cat([qs, ratio.double()[None], gnorm.double()[None]]))
+                keys.append((a, b - a, n, eff is not None))
+        host = torch.cat(pieces, dim=1).cpu() if pieces else None  # the one host sync
+        col = 0
+        for a, count, n, _ in keys:
+            for i in range(count):
+                run = self.tr.runs[a + i]
+                v = host[:, col + i].tolist()
+                if run.r not in live_ids:
+                    continue
+                row = {"epoch": epoch + 1, "step": opt_steps, "param": n, "eff_lr_p10": v[0], "eff_lr_p50": v[1],
+                       "eff_lr_p90": v[2], "update_ratio": v[3], "grad_norm": v[4]}
                 run.diag_rows.append(row)
                 if run.logger is not None:
                     for key in ("eff_lr_p50", "update_ratio", "grad_norm"):
                         run.logger.experiment.add_scalar(f"diag/{n}/{key}", row[key], row["step"])
-                if eff is not None:
-                    run.last_eff[n] = eff.detach().clone()
+            col += count
 
 
 class _StateOf:
@@ -577,7 +594,7 @@ def _save_checkpoint(tr: StackedTrainer, run: _Run, epoch: int) -> None:
 
 
 def _end_epoch(tr: StackedTrainer, epoch: int, t0: float, val: tuple[Tensor, Tensor], summary: bool) -> None:
-    from lightning_module.callbacks import DIAG_COLUMNS, METRIC_COLUMNS, _csv_text, _test_pause
+    from lightning_module.callbacks import DIAG_COLUMNS, METRIC_COLUMNS, _csv_text, _test_pause, log_eff_histograms
 
     from .io import atomic_write_text
 
@@ -592,11 +609,7 @@ def _end_epoch(tr: StackedTrainer, epoch: int, t0: float, val: tuple[Tensor, Ten
         for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
             w.add_scalar(key.replace("_", "/", 1), row[key], row["step"])
         w.add_scalar("lr/group0", row["lr"], row["step"])
-        for name, eff in run.last_eff.items():
-            values = eff.flatten()
-            values = values[torch.isfinite(values)]
-            if values.numel():
-                w.add_histogram(f"diag/{name}/log10_eff_lr", values.clamp_min(1e-30).log10(), tr.opt_steps)
+        log_eff_histograms(w, run.last_eff, tr.opt_steps)
         run.last_eff = {}
         w.flush()
         _test_pause("before_ckpt", row["epoch"], run.key)
@@ -685,7 +698,7 @@ def _train_group(runs: list[_Run], ds: FashionMNIST, device: str, *, restart: bo
     from lightning_module.callbacks import CUSTOM_SCALARS
 
     from .io import atomic_write_json
-    from .train import DIVERGED, DONE
+    from .train import DIVERGED, DONE, hparams_of
 
     t = runs[0].cfg.trainer
     if device == "cuda":
@@ -742,12 +755,8 @@ def _train_group(runs: list[_Run], ds: FashionMNIST, device: str, *, restart: bo
             rec["test"] = {"loss": float(test[0][run.r]), "acc": float(test[1][run.r])}
             rec["status"] = DONE
             last = run.rows[-1]
-            run.logger.log_hyperparams(
-                {"optimizer": cfg.optim.name, "label": cfg.run_label, "semantics": cfg.optim.semantics,
-                 "lr": cfg.optim.lr, "seed": cfg.seed, "batch_size": t.batch_size, "model": cfg.model.name,
-                 "epochs": t.epochs, **{f"optim.{k}": str(v) for k, v in cfg.optim.kwargs.items()}},
-                {"hp/val_acc": last["val_acc"], "hp/val_loss": last["val_loss"], "hp/test_acc": rec["test"]["acc"]},
-            )
+            run.logger.log_hyperparams(hparams_of(cfg), {"hp/val_acc": last["val_acc"], "hp/val_loss": last["val_loss"],
+                                                         "hp/test_acc": rec["test"]["acc"]})
             run.logger.finalize("success")
         rec["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         atomic_write_json(cfg.run_dir / "run.json", rec)

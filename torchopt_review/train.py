@@ -228,6 +228,14 @@ def resolve_device(accelerator: str) -> str:
     return "cpu"
 
 
+def hparams_of(cfg: RunConfig) -> dict[str, Any]:
+    """What TensorBoard's HParams tab lists for a run (separate and stacked alike)."""
+    t = cfg.trainer
+    return {"optimizer": cfg.optim.name, "label": cfg.run_label, "semantics": cfg.optim.semantics, "lr": cfg.optim.lr,
+            "seed": cfg.seed, "batch_size": t.batch_size, "model": cfg.model.name, "epochs": t.epochs,
+            **{f"optim.{k}": str(v) for k, v in cfg.optim.kwargs.items()}}
+
+
 def new_record(cfg: RunConfig, device: str, engine: str = "single") -> dict[str, Any]:
     """A run's run.json as it starts (``status: running``); the same for separate and stacked runs."""
     t = cfg.trainer
@@ -372,12 +380,8 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
             record["test"] = {"loss": module.epoch_metrics["test_loss"], "acc": module.epoch_metrics["test_acc"]}
             record["status"] = DONE
             last = recorder.rows[-1]
-            logger.log_hyperparams(
-                {"optimizer": cfg.optim.name, "label": cfg.run_label, "semantics": cfg.optim.semantics, "lr": cfg.optim.lr,
-                 "seed": cfg.seed, "batch_size": t.batch_size, "model": cfg.model.name, "epochs": t.epochs,
-                 **{f"optim.{k}": str(v) for k, v in cfg.optim.kwargs.items()}},
-                {"hp/val_acc": last["val_acc"], "hp/val_loss": last["val_loss"], "hp/test_acc": record["test"]["acc"]},
-            )
+            logger.log_hyperparams(hparams_of(cfg), {"hp/val_acc": last["val_acc"], "hp/val_loss": last["val_loss"],
+                                                     "hp/test_acc": record["test"]["acc"]})
             if summary:
                 print(f"test accuracy {100 * record['test']['acc']:.2f}%  (loss {record['test']['loss']:.4f})  -> {run_dir}",
                       file=sys.stderr)
