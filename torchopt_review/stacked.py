@@ -130,9 +130,12 @@ class StackedMLP(nn.Module):
         """Run ``r``'s parameters as views shaped like the separate model's (``name -> tensor``)."""
         return {n: self.theta[r, o:o + k].view(s) for n, o, k, s in zip(self.names, self.offsets, self.numels, self.shapes)}
 
-    def run_state_dict(self, r: int) -> dict[str, Tensor]:
-        """What ``Classifier.state_dict()`` holds for run ``r`` (``model.<name>``), as copies."""
-        return {f"model.{n}": v.detach().clone().cpu() for n, v in self.run_view(r).items()}
+    def run_state_dict(self, r: int, host_theta: Tensor | None = None) -> dict[str, Tensor]:
+        """What ``Classifier.state_dict()`` holds for run ``r`` (``model.<name>``), as copies (of
+        ``host_theta``, a host copy of ``theta`` taken once for many runs, if given)."""
+        theta = self.theta if host_theta is None else host_theta
+        return {f"model.{n}": theta[r, o:o + k].view(s).clone().cpu()
+                for n, o, k, s in zip(self.names, self.offsets, self.numels, self.shapes)}
 
     def load_run_state_dict(self, r: int, sd: dict[str, Tensor]) -> None:
         with torch.no_grad():
@@ -193,22 +196,30 @@ class SliceOptimizers:
                 return j, r - a
         raise IndexError(r)
 
-    def run_state(self, r: int) -> tuple[torch.optim.Optimizer, dict[str, Any], dict[str, dict[str, Tensor]]]:
-        """(optimizer, its group, ``param name -> state`` views shaped like run ``r``'s params)."""
+    def host_states(self) -> list[dict[str, Any]]:
+        """Every block's optimizer state copied to the host at once (one transfer per state
+        buffer, not one per run and tensor): pass it to :meth:`run_state_dict` for many runs."""
+        return [{k: (v.detach().cpu() if torch.is_tensor(v) else v) for k, v in opt.state.get(q, {}).items()}
+                for opt, q in zip(self.optimizers, self.flat)]
+
+    def run_state(self, r: int, host: list[dict[str, Any]] | None = None
+                  ) -> tuple[torch.optim.Optimizer, dict[str, Any], dict[str, dict[str, Tensor]]]:
+        """(optimizer, its group, ``param name -> state`` views shaped like run ``r``'s params),
+        of the live state or of ``host`` (:meth:`host_states`)."""
         j, i = self.block_of(r)
         opt, q = self.optimizers[j], self.flat[j]
         P, m = self.model.P, self.model
-        st = opt.state.get(q, {})
+        st = host[j] if host is not None else opt.state.get(q, {})
         out: dict[str, dict[str, Tensor]] = {}
         for n, o, k, s in zip(m.names, m.offsets, m.numels, m.shapes):
             out[n] = {key: (v[i * P + o:i * P + o + k].view(s) if torch.is_tensor(v) and v.dim() == 1 and v.numel() == q.numel()
                             else v) for key, v in st.items()}
         return opt, opt.param_groups[0], out
 
-    def run_state_dict(self, r: int) -> dict[str, Any]:
+    def run_state_dict(self, r: int, host: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Run ``r``'s optimizer state in the layout a separate run's optimizer (over the model's
         ``parameters()``) saves: ``state[i]`` per parameter, one param group, ``global_state``."""
-        opt, group, per_param = self.run_state(r)
+        opt, group, per_param = self.run_state(r, host)
         sd = opt.state_dict()
         state = {i: {k: (v.detach().clone().cpu() if torch.is_tensor(v) else v) for k, v in per_param[n].items()}
                  for i, n in enumerate(self.model.names) if per_param[n]}
@@ -572,13 +583,13 @@ class _StateOf:
 
 # -- writing the run folders -----------------------------------------------------------------------
 
-def _save_checkpoint(tr: StackedTrainer, run: _Run, epoch: int) -> None:
+def _save_checkpoint(tr: StackedTrainer, run: _Run, epoch: int, host: tuple[Tensor, list[dict[str, Any]]]) -> None:
     from lightning_module.callbacks import _test_pause
 
     state = {
         "engine": "stacked", "epoch": epoch, "opt_steps": tr.opt_steps,
-        "state_dict": tr.model.run_state_dict(run.r),
-        "optimizer_states": [tr.opts.run_state_dict(run.r)],
+        "state_dict": tr.model.run_state_dict(run.r, host[0]),
+        "optimizer_states": [tr.opts.run_state_dict(run.r, host[1])],
         "callbacks": {"RunRecorder": {"rows": list(run.rows), "wall_s": run.rows[-1]["wall_s"] if run.rows else 0.0},
                       "OptimizerDiagnostics": {"rows": list(run.diag_rows)}},
     }
@@ -598,12 +609,13 @@ def _end_epoch(tr: StackedTrainer, epoch: int, t0: float, val: tuple[Tensor, Ten
 
     from .io import atomic_write_text
 
+    host = (tr.model.theta.detach().cpu(), tr.opts.host_states())  # one transfer each, for every run's checkpoint
     for run in tr._live():
         loss_sum, correct, n = run.totals
         row = {"epoch": epoch + 1, "step": tr.opt_steps, "wall_s": round(run.wall_before + time.perf_counter() - t0, 3),
                "train_loss": loss_sum / n if n else math.nan, "train_acc": correct / n if n else math.nan,
                "val_loss": float(val[0][run.r]), "val_acc": float(val[1][run.r]),
-               "lr": float(tr.opts.run_state(run.r)[1]["lr"])}
+               "lr": float(tr.opts.run_state(run.r, host[1])[1]["lr"])}
         run.rows.append(row)
         w = run.logger.experiment
         for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
@@ -613,7 +625,7 @@ def _end_epoch(tr: StackedTrainer, epoch: int, t0: float, val: tuple[Tensor, Ten
         run.last_eff = {}
         w.flush()
         _test_pause("before_ckpt", row["epoch"], run.key)
-        _save_checkpoint(tr, run, epoch + 1)
+        _save_checkpoint(tr, run, epoch + 1, host)
         atomic_write_text(run.cfg.run_dir / "metrics.csv", _csv_text(METRIC_COLUMNS, run.rows))
         if run.cfg.trainer.diagnostics:
             atomic_write_text(run.cfg.run_dir / "diagnostics.csv", _csv_text(DIAG_COLUMNS, run.diag_rows))
