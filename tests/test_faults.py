@@ -391,3 +391,36 @@ def test_review_killed_then_restarted(mode, sig, synthetic_data_dir, tmp_path):
     third = cli(REVIEW, *review_args(synthetic_data_dir, *mode, "--no-report"), cwd=tmp_path)
     assert third.returncode == 0 and "4 finished before (skipped), 0 to run" in third.stderr
     assert run_jsons(exp) == records
+
+
+@pytest.mark.parametrize("point", ["ckpt_tmp@2", "before_ckpt@2", "ckpt_tmp@1"])
+def test_stacked_review_killed_resumes_to_the_uninterrupted_result(point, synthetic_data_dir, tmp_path):
+    """The stacked engine killed with SIGKILL while one run's checkpoint is half written (the
+    stack's runs then hold checkpoints of different epochs): the same command finishes, and every
+    run's metrics.csv (all but wall_s), diagnostics.csv, test metrics and TensorBoard val curve
+    equal those of an uninterrupted stacked review."""
+    (tmp_path / "r.yaml").write_text(REVIEW_YAML)
+    args = lambda logdir: ["--config", "r.yaml", "--logdir", logdir, "--data-dir", str(synthetic_data_dir),  # noqa: E731
+                           "--limit-batches", "4", "--engine", "stacked", "--no-report"]
+    ref = cli(REVIEW, *args("ref"), cwd=tmp_path)
+    assert ref.returncode == 0, ref.stderr
+    env = {"TORCHOPT_TEST_PAUSE": f"sgd/seed0:{point}", "TORCHOPT_TEST_PAUSE_S": "120"}
+    first = zygote().spawn(REVIEW, args("runs"), cwd=tmp_path, env=env)
+    first.wait_for(lambda: f"test-pause: {point}" in first.stderr, timeout=240, what="the pause")
+    assert first.kill() == -signal.SIGKILL
+    exp, ref_exp = tmp_path / "runs" / "k", tmp_path / "ref" / "k"
+    for run_dir in exp.glob("*/seed*"):
+        assert_every_file_parses(run_dir)
+    second = cli(REVIEW, *args("runs"), cwd=tmp_path, timeout=400)
+    assert second.returncode == 0, second.stderr
+    assert "4 runs: 4 done, 0 diverged, 0 failed" in second.stderr
+    got, want = run_jsons(exp), run_jsons(ref_exp)
+    assert sorted(got) == sorted(want) == ["adam/seed0", "adam/seed1", "sgd/seed0", "sgd/seed1"]
+    for key in want:
+        assert got[key]["status"] == "done" and got[key]["engine"] == "stacked"
+        assert got[key]["test"] == want[key]["test"], key
+        assert without_wall(csv_rows(exp / key / "metrics.csv")) == without_wall(csv_rows(ref_exp / key / "metrics.csv"))
+        assert csv_rows(exp / key / "diagnostics.csv") == csv_rows(ref_exp / key / "diagnostics.csv"), key
+        assert scalars(exp / key)["val/acc"] == scalars(ref_exp / key)["val/acc"], key
+        assert_every_file_parses(exp / key, allow_temp=False)
+    assert assert_no_duplicated_csv_rows(exp) >= 8
