@@ -778,7 +778,9 @@ class FlatOptimizer(torch.optim.Optimizer):
             if b.extra.get("graph_F") not in (None, list(F)):
                 raise RuntimeError(f"{type(self).__name__}: a captured step's flags changed ({F}); re-capture")
             b.extra["graph_F"] = list(F)
-            b.graph_H, b.graph_F = list(H), list(F)
+            # the kernels use the host values only to pick branches (== 0, == 1): pass just that,
+            # so a compiled kernel's guards do not change with the step's bias corrections
+            b.graph_H, b.graph_F = [x if x in (0.0, 1.0) else 2.0 for x in map(float, H)], list(F)
             out.extend(float(x) for x in H)
             out.extend([0.0] * (_GRAPH_WIDTH - len(H)))
         return out
@@ -819,7 +821,8 @@ class FlatOptimizer(torch.optim.Optimizer):
 
     def _device_kernel(self, b: _Bucket) -> Callable[..., None]:
         """``_flat_device``; on CUDA compiled once per (class, flags) into one fused kernel."""
-        if b.device.type != "cuda" or os.environ.get("TORCHOPT_REVIEW_NO_COMPILE", "") not in ("", "0"):
+        forced = os.environ.get("TORCHOPT_REVIEW_COMPILE", "") not in ("", "0")  # (tests: compile on CPU too)
+        if (b.device.type != "cuda" and not forced) or os.environ.get("TORCHOPT_REVIEW_NO_COMPILE", "") not in ("", "0"):
             return self._flat_device
         fn = b.extra.get("compiled")
         if fn is None:
@@ -829,7 +832,8 @@ class FlatOptimizer(torch.optim.Optimizer):
     def _flat_device(self, p: Tensor, g: Tensor, S: dict[str, Tensor], h: Tensor,
                      H: list[float], F: list[int]) -> None:
         """The update over flat tensors with the per-step scalars read from the tensor ``h``
-        (same layout as ``_coefficients``' H); ``H`` (host floats) only picks static branches."""
+        (same layout as ``_coefficients``' H); ``H`` only picks static branches: each entry is
+        0.0, 1.0, or 2.0 for any other value, so it may only be compared with 0.0 and 1.0."""
         raise NotImplementedError
 
     @staticmethod
