@@ -206,16 +206,29 @@ def _quantiles(values: torch.Tensor) -> list[float]:
     return torch.quantile(flat.double(), _QUANTILES.to(flat.device)).tolist()
 
 
+HISTOGRAM_BINS = 30
+
+
 def log_eff_histograms(writer: Any, last_eff: dict[str, torch.Tensor], step: int) -> None:
     """One histogram of log10 effective step size per parameter tensor (its last measurement; of
-    :func:`quantile_sample`'s at most 16,384 values, which is what a histogram resolves anyway)."""
+    :func:`quantile_sample`'s at most 16,384 values, which is what a histogram resolves anyway).
+    Binned by ``torch.histc`` where the values are (30 equal bins between min and max) and written
+    raw: ~50x cheaper than TensorBoard's numpy binning, which a review pays 480 times an epoch."""
     for name, eff in last_eff.items():
         values = quantile_sample(eff.flatten())
         # a run blowing up has inf/NaN step sizes before its NaN loss is noticed:
         # TensorBoard refuses a histogram with no finite value ("empty")
         values = values[torch.isfinite(values)]
-        if values.numel():
-            writer.add_histogram(f"diag/{name}/log10_eff_lr", values.clamp_min(1e-30).log10(), step)
+        if not values.numel():
+            continue
+        x = values.double().clamp_min(1e-30).log10()
+        lo, hi = x.min(), x.max()
+        counts = torch.histc(x, bins=HISTOGRAM_BINS, min=float(lo), max=float(hi) if hi > lo else float(lo) + 1e-12)
+        stats = torch.stack([lo, hi, x.sum(), (x * x).sum()]).tolist()
+        edges = torch.linspace(stats[0], stats[1] if stats[1] > stats[0] else stats[0] + 1e-12, HISTOGRAM_BINS + 1)
+        writer.add_histogram_raw(f"diag/{name}/log10_eff_lr", min=stats[0], max=stats[1], num=int(x.numel()),
+                                 sum=stats[2], sum_squares=stats[3], bucket_limits=edges[1:].tolist(),
+                                 bucket_counts=counts.tolist(), global_step=step)
 
 
 class OptimizerDiagnostics(L.Callback):
