@@ -126,3 +126,22 @@ def test_stacked_graph_steps_equal_eager(synthetic_data_dir, tmp_path):
         ref = res[False][key][1]
         assert kind == "ok" and rec["status"] == ref["status"] == "done"
         assert rec["test"]["loss"] == pytest.approx(ref["test"]["loss"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_stacked_graph_steps_with_compiled_kernels(synthetic_data_dir, tmp_path, monkeypatch):
+    """The GPU's configuration minus the capture: every optimizer's device kernel compiled by
+    torch.compile (Inductor's CPU backend here), the stacked step through GraphedStep."""
+    from torchopt_review.stacked import train_stacked
+
+    res = {}
+    for compiled in ("0", "1"):
+        monkeypatch.setenv("TORCHOPT_REVIEW_COMPILE", compiled)
+        cfgs = [load_config(o, [], {"seed": 0, "logdir": str(tmp_path / compiled), "experiment": "e",
+                                    "data": {"data_dir": str(synthetic_data_dir), "val_size": 200},
+                                    "trainer": {"epochs": 1, "limit_batches": 8, "steps_per_batch": 4}})
+                for o in ("sgd", "nesterov", "adagrad", "rmsprop", "nadam", "adamax")]
+        res[compiled] = train_stacked(cfgs, use_graph=True)
+    for key, (kind, rec) in res["1"].items():
+        assert kind == "ok" and rec["status"] == "done", key
+        assert rec["test"]["loss"] == pytest.approx(res["0"][key][1]["test"]["loss"], rel=1e-4), key
