@@ -376,3 +376,14 @@ def test_bf16_mixed_precision_is_used_and_recorded(synthetic_data_dir, tmp_path)
     # bf16 matmuls really ran: close to fp32, but not equal to it
     assert a["test"]["loss"] != b["test"]["loss"]
     assert a["test"]["loss"] == pytest.approx(b["test"]["loss"], rel=0.05)
+
+
+def test_review_stacks_what_it_can_and_runs_the_rest_separately(synthetic_data_dir, tmp_path):
+    cfg = {"experiment": "mix", "seeds": [0], "logdir": str(tmp_path),
+           "runs": {"adam": {}, "cnn-adam": {"optim": {"name": "adam"}, "model": {"name": "cnn"}}},
+           "overrides": {"data": {"data_dir": str(synthetic_data_dir), "val_size": 200},
+                         "trainer": {"epochs": 1, "limit_batches": 3, "steps_per_batch": 2}}}
+    res = rv.review(cfg, engine="stacked", in_process=True, report=False, stream=None)
+    assert res.exit_status == 0 and [o.status for o in res.outcomes] == ["done", "done"]
+    engines = {o.label: json.loads((o.run_dir / "run.json").read_text())["engine"] for o in res.outcomes}
+    assert engines == {"adam": "stacked", "cnn-adam": "single"}
