@@ -12,11 +12,13 @@ import torch
 SHAPES = [(3, 5), (1,), (17,), (4, 3, 2), (33,)]
 
 
-@pytest.fixture(params=["c", "torch_ops"])
+@pytest.fixture(params=["c", "torch_ops", "device"])
 def fast_backend(request, monkeypatch):
-    """Run the fused flat path through the C kernel or through flat torch ops."""
-    if request.param == "torch_ops":
+    """Run the fused flat path through the C kernel, through flat torch ops, or through the
+    device kernels (``_flat_device``, what CUDA runs, here eager on CPU)."""
+    if request.param in ("torch_ops", "device"):
         monkeypatch.setenv("TORCHOPT_REVIEW_FORCE_TORCH_OPS", "1")
+        monkeypatch.setenv("TORCHOPT_REVIEW_FORCE_DEVICE_KERNELS", "1" if request.param == "device" else "0")
     else:
         from torchopt_review.optim._base import load_kernels
         if load_kernels() is None:

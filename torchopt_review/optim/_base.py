@@ -724,6 +724,18 @@ class FlatOptimizer(torch.optim.Optimizer):
             b.c_fn(b.c_n, b.c_P, b.c_G, b.c_N, b.c_S, b.c_H, b.c_F)
             # the kernel wrote the params behind autograd's back: bump their versions
             torch.autograd.graph.increment_version(b.params)
+        elif self._device_kernels_on(b):
+            # one kernel per bucket: _flat_device (compiled on CUDA), its scalars copied in
+            g = self._flat_grads(b, grads)
+            if b.pviews is not None:
+                torch.cat(b.pviews, out=b.pflat)
+            h = torch.tensor(H, dtype=torch.float64 if b.dtype == torch.float64 else torch.float32)
+            h = h.pin_memory().to(b.device, non_blocking=True) if b.device.type == "cuda" else h.to(b.device)
+            self._device_kernel(b)(b.pflat, g, b.flat, h, _branches(H), list(F))
+            if b.pviews is not None:
+                torch._foreach_copy_(b.pviews, list(b.pflat.split(b.numels)))
+            else:
+                torch.autograd.graph.increment_version(b.params)
         else:
             g = b.gscratch
             torch.cat([_flat_view(x) for x in grads], out=g)
@@ -780,7 +792,7 @@ class FlatOptimizer(torch.optim.Optimizer):
             b.extra["graph_F"] = list(F)
             # the kernels use the host values only to pick branches (== 0, == 1): pass just that,
             # so a compiled kernel's guards do not change with the step's bias corrections
-            b.graph_H, b.graph_F = [x if x in (0.0, 1.0) else 2.0 for x in map(float, H)], list(F)
+            b.graph_H, b.graph_F = _branches(H), list(F)
             out.extend(float(x) for x in H)
             out.extend([0.0] * (_GRAPH_WIDTH - len(H)))
         return out
@@ -818,6 +830,15 @@ class FlatOptimizer(torch.optim.Optimizer):
             h = h.pin_memory().to(device, non_blocking=True)
         self.bind_graph_coefficients(h.to(device))
         self.graph_apply()
+
+    @staticmethod
+    def _device_kernels_on(b: _Bucket) -> bool:
+        """Whether an ordinary step of this (non-C) bucket runs ``_flat_device``: on CUDA unless
+        ``TORCHOPT_REVIEW_NO_DEVICE_KERNELS=1``; elsewhere only when forced (tests)."""
+        env = os.environ.get
+        if b.device.type == "cuda":
+            return env("TORCHOPT_REVIEW_NO_DEVICE_KERNELS", "") in ("", "0")
+        return env("TORCHOPT_REVIEW_FORCE_DEVICE_KERNELS", "") not in ("", "0")
 
     def _device_kernel(self, b: _Bucket) -> Callable[..., None]:
         """``_flat_device``; on CUDA compiled once per (class, flags) into one fused kernel."""
@@ -910,6 +931,12 @@ class FlatOptimizer(torch.optim.Optimizer):
             p.mul_(dm)
         if kwd != 0.0:
             p.sub_(p * kwd * klr)
+
+
+def _branches(H: list[float]) -> list[float]:
+    """What ``_flat_device`` may read of the host scalars: 0.0, 1.0, or 2.0 for any other value
+    (it only picks branches with them), so a compiled kernel's guards do not change per step."""
+    return [x if x in (0.0, 1.0) else 2.0 for x in map(float, H)]
 
 
 def _consecutive_alias(tensors: list[Tensor], numels: list[int]) -> Tensor | None:
