@@ -54,3 +54,22 @@ def test_bad_folder_is_one_line_exit_2(tmp_path, capsys):
     assert cmp.main([str(tmp_path / "nope"), str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "not a review folder" in err[0]
+
+
+def test_welch_p_value_matches_the_formula(tmp_path):
+    import math
+
+    from scipy import stats
+
+    a = make_review(tmp_path / "a", {"adam": [0.88, 0.89, 0.90]})
+    b = make_review(tmp_path / "b", {"adam": [0.885, 0.90, 0.91]})
+    row = next(r for r in cmp.compare(a, b)[0] if r["metric"] == "val acc %")
+    # Welch by hand: t = (mb - ma) / sqrt(va/na + vb/nb), Welch-Satterthwaite df
+    xa, xb = [88.0, 89.0, 90.0], [88.5, 90.0, 91.0]
+    ma, mb = sum(xa) / 3, sum(xb) / 3
+    va = sum((x - ma) ** 2 for x in xa) / 2
+    vb = sum((x - mb) ** 2 for x in xb) / 2
+    se2 = va / 3 + vb / 3
+    t = (mb - ma) / math.sqrt(se2)
+    df = se2 ** 2 / ((va / 3) ** 2 / 2 + (vb / 3) ** 2 / 2)
+    assert row["welch_p"] == pytest.approx(2 * stats.t.sf(abs(t), df), rel=1e-6)
