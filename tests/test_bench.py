@@ -36,10 +36,12 @@ def test_optim_first_step_subprocess(capsys):
 
 
 def test_epoch_quick_on_synthetic_files(capsys, synthetic_data_dir):
-    rc = bench.main(["epoch", "--quick", "--data-dir", str(synthetic_data_dir), "--no-keras", "--steps", "4"])
+    rc = bench.main(["epoch", "--quick", "--data-dir", str(synthetic_data_dir), "--no-keras", "--steps", "4",
+                     "--lightning-default"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "(a) plain loop" in out and "(c) real path" in out and "Keras 3: skipped (--no-keras)" in out
+    assert "(e) Lightning's default loop" in out
     assert "MEASURED EPOCHS OF 4 STEPS ONLY" in out
     assert "[profile] real path" in out and "optimizer step" in out and "[profile] plain loop" in out
 
@@ -49,6 +51,8 @@ def test_review_quick_on_synthetic_files(capsys, synthetic_data_dir):
     out = capsys.readouterr().out
     assert rc == 0
     assert "EXTRAPOLATION to the full blog review" in out
+    assert "pool, 1 worker(s)" in out and "stacked (1 process)" in out  # both engines, side by side
+    assert "full review, stacked vs the best pool" in out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without CUDA")
