@@ -78,8 +78,9 @@ class Classifier(L.LightningModule):
         opt = self.optimizers().optimizer  # the raw optimizer: no per-step wrapper cost
         bs, clip = self.hparams.batch_size, self.hparams.gradient_clip_val
         params = None if clip is None else [p for p in self.model.parameters() if p.requires_grad]
+        use_graph = self._use_graph()
         for images, labels in zip(chunk[0].split(bs), chunk[1].split(bs)):
-            if self._use_graph() and len(labels) == bs and self._eager_steps:
+            if use_graph and len(labels) == bs and self._eager_steps:
                 loss, correct = self._graphed_step(opt, images, labels)
             else:
                 loss, correct = self._common_step((images, labels), "train")

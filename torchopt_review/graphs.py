@@ -24,6 +24,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .optim._base import device_scalars
+
 __all__ = ["GraphedStep"]
 
 
@@ -83,13 +85,7 @@ class GraphedStep:
         H: list[float] = []
         for opt in self.optimizers:
             H.extend(opt.graph_coefficients())  # type: ignore[attr-defined]
-        host = torch.tensor(H, dtype=torch.float32)
-        if self.device.type == "cuda":
-            # a fresh pinned block per step: the caching host allocator keeps it alive until the
-            # asynchronous copy has run, so the host never waits for the GPU here
-            self.h.copy_(host.pin_memory(), non_blocking=True)
-        else:
-            self.h.copy_(host)
+        self.h.copy_(device_scalars(H, self.device))  # device to device: ordered, no host wait
 
     def __call__(self) -> list[Tensor]:
         """One step: fresh optimizer scalars, then the graph (or the eager body). The outputs are

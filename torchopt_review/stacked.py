@@ -288,20 +288,13 @@ class _Run:
 def _load_resume(run: _Run, restart: bool) -> None:
     """Read run ``run``'s checkpoint when it resumes (the checks ``train.run`` makes)."""
     from .io import read_json
-    from .train import DIVERGED, DONE, _verify_checkpoint
+    from .train import _verify_checkpoint, check_resumable
 
     cfg = run.cfg
     previous = read_json(cfg.run_dir / "run.json")
     ckpt = cfg.run_dir / "last.ckpt"
     resume = ckpt.exists() and not restart
-    fingerprint = cfg.fingerprint()
-    if previous and not restart and previous.get("fingerprint") != fingerprint and (
-            resume or previous.get("status") in (DONE, DIVERGED)):
-        raise UserError(f"{cfg.run_dir} holds a {'checkpoint' if resume else 'finished run'} from a different "
-                        "configuration; pass --restart to discard it, or choose another --experiment/--label")
-    if resume and previous is None:
-        raise UserError(f"{cfg.run_dir} holds a checkpoint but no readable run.json, so its configuration is unknown; "
-                        "pass --restart to discard it")
+    check_resumable(cfg, previous, resume=resume, restart=restart)
     if resume:
         state = _verify_checkpoint(ckpt)
         run.resume_state = state
@@ -772,14 +765,10 @@ def _train_group(runs: list[_Run], ds: FashionMNIST, device: str, *, restart: bo
     from lightning_module.callbacks import CUSTOM_SCALARS
 
     from .io import atomic_write_json
-    from .train import DIVERGED, DONE, hparams_of
+    from .train import DIVERGED, DONE, hparams_of, set_tf32
 
     t = runs[0].cfg.trainer
-    if device == "cuda":
-        tf32 = t.precision == "tf32"
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        if torch.backends.cudnn.allow_tf32 != tf32:
-            torch.backends.cudnn.allow_tf32 = tf32
+    set_tf32(device, t.precision)
     if t.threads:
         torch.set_num_threads(t.threads)
     for run in runs:

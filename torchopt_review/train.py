@@ -228,6 +228,32 @@ def resolve_device(accelerator: str) -> str:
     return "cpu"
 
 
+def check_resumable(cfg: RunConfig, previous: dict[str, Any] | None, *, resume: bool, restart: bool) -> None:
+    """Refuse (UserError) to resume or skip a run folder that holds another configuration's
+    checkpoint or result, or a checkpoint whose run.json is gone."""
+    run_dir = cfg.run_dir
+    if previous and not restart and previous.get("fingerprint") != cfg.fingerprint() and (
+            resume or previous.get("status") in (DONE, DIVERGED)):
+        raise UserError(
+            f"{run_dir} holds a {'checkpoint' if resume else 'finished run'} from a different configuration; "
+            "pass --restart to discard it, or choose another --experiment/--label"
+        )
+    if resume and previous is None:  # run.json is written before the first checkpoint: someone removed it
+        raise UserError(f"{run_dir} holds a checkpoint but no readable run.json, so its configuration is unknown; "
+                        "pass --restart to discard it")
+
+
+def set_tf32(device: str, precision: str) -> None:
+    """TF32 only exists on GPUs; fp32 stays fp32 unless asked (the CPU's numbers)."""
+    import torch
+
+    if device == "cuda":
+        tf32 = precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        if torch.backends.cudnn.allow_tf32 != tf32:
+            torch.backends.cudnn.allow_tf32 = tf32
+
+
 def hparams_of(cfg: RunConfig) -> dict[str, Any]:
     """What TensorBoard's HParams tab lists for a run (separate and stacked alike)."""
     t = cfg.trainer
@@ -312,15 +338,7 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
     dm.setup("fit")  # data errors (missing, corrupt, split too large) surface here
 
     resume = ckpt.exists() and not restart
-    if previous and not restart and previous.get("fingerprint") != fingerprint and (
-            resume or previous.get("status") in (DONE, DIVERGED)):
-        raise UserError(
-            f"{run_dir} holds a {'checkpoint' if resume else 'finished run'} from a different configuration; "
-            "pass --restart to discard it, or choose another --experiment/--label"
-        )
-    if resume and previous is None:  # run.json is written before the first checkpoint: someone removed it
-        raise UserError(f"{run_dir} holds a checkpoint but no readable run.json, so its configuration is unknown; "
-                        "pass --restart to discard it")
+    check_resumable(cfg, previous, resume=resume, restart=restart)
     state = _verify_checkpoint(ckpt) if resume else None
     if state is not None and state.get("engine") == "stacked":
         raise UserError(f"{ckpt} was written by the stacked review engine; resume it with "
@@ -336,11 +354,7 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
     _quiet_disk_full_in_threads()
     if t.threads:
         torch.set_num_threads(t.threads)
-    tf32 = t.precision == "tf32"
-    if device == "cuda":  # TF32 only exists on GPUs; fp32 stays fp32 unless asked (the CPU's numbers)
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        if torch.backends.cudnn.allow_tf32 != tf32:
-            torch.backends.cudnn.allow_tf32 = tf32
+    set_tf32(device, t.precision)
 
     record = new_record(cfg, device)
     atomic_write_json(record_path, record)

@@ -726,16 +726,8 @@ class FlatOptimizer(torch.optim.Optimizer):
             torch.autograd.graph.increment_version(b.params)
         elif self._device_kernels_on(b):
             # one kernel per bucket: _flat_device (compiled on CUDA), its scalars copied in
-            g = self._flat_grads(b, grads)
-            if b.pviews is not None:
-                torch.cat(b.pviews, out=b.pflat)
-            h = torch.tensor(H, dtype=torch.float64 if b.dtype == torch.float64 else torch.float32)
-            h = h.pin_memory().to(b.device, non_blocking=True) if b.device.type == "cuda" else h.to(b.device)
-            self._device_kernel(b)(b.pflat, g, b.flat, h, _branches(H), list(F))
-            if b.pviews is not None:
-                torch._foreach_copy_(b.pviews, list(b.pflat.split(b.numels)))
-            else:
-                torch.autograd.graph.increment_version(b.params)
+            h = device_scalars(H, b.device, torch.float64 if b.dtype == torch.float64 else torch.float32)
+            self._apply_device(b, grads, h, _branches(H), list(F))
         else:
             g = b.gscratch
             torch.cat([_flat_view(x) for x in grads], out=g)
@@ -811,25 +803,28 @@ class FlatOptimizer(torch.optim.Optimizer):
 
     def graph_apply(self) -> None:
         """Device half of a step: no host sync, no host-computed scalar, so it can be captured."""
-        for group, b in self.graph_buckets():
-            g = self._flat_grads(b, [p.grad for p in b.params])  # _flat_device only reads it
-            if b.pviews is not None:
-                torch.cat(b.pviews, out=b.pflat)
-            self._device_kernel(b)(b.pflat, g, b.flat, b.graph_h, b.graph_H, b.graph_F)
-            if b.pviews is not None:
-                torch._foreach_copy_(b.pviews, list(b.pflat.split(b.numels)))
+        for _, b in self.graph_buckets():
+            self._apply_device(b, [p.grad for p in b.params], b.graph_h, b.graph_H, b.graph_F)
 
     def graph_step(self) -> None:
         """Both halves, for testing and for eager use of the device kernels (any device)."""
         if not self._plans:
             raise RuntimeError("take one ordinary step() first")
         H = self.graph_coefficients()
-        device = self.graph_buckets()[0][1].device
-        h = torch.tensor(H, dtype=torch.float32)
-        if device.type == "cuda":
-            h = h.pin_memory().to(device, non_blocking=True)
-        self.bind_graph_coefficients(h.to(device))
+        self.bind_graph_coefficients(device_scalars(H, self.graph_buckets()[0][1].device))
         self.graph_apply()
+
+    def _apply_device(self, b: _Bucket, grads: list[Tensor], h: Tensor, Hs: list[float], F: list[int]) -> None:
+        """One bucket through ``_flat_device``: params gathered (unless already one flat
+        block), the kernel, params scattered back (or their versions bumped)."""
+        g = self._flat_grads(b, grads)  # _flat_device only reads it
+        if b.pviews is not None:
+            torch.cat(b.pviews, out=b.pflat)
+        self._device_kernel(b)(b.pflat, g, b.flat, h, Hs, F)
+        if b.pviews is not None:
+            torch._foreach_copy_(b.pviews, list(b.pflat.split(b.numels)))
+        else:
+            torch.autograd.graph.increment_version(b.params)
 
     @staticmethod
     def _device_kernels_on(b: _Bucket) -> bool:
@@ -931,6 +926,13 @@ class FlatOptimizer(torch.optim.Optimizer):
             p.mul_(dm)
         if kwd != 0.0:
             p.sub_(p * kwd * klr)
+
+
+def device_scalars(values: list[float], device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Host scalars as a tensor on ``device``; to CUDA from a fresh pinned block, without a host
+    sync (the caching host allocator keeps the block alive until the copy has run)."""
+    h = torch.tensor(values, dtype=dtype)
+    return h.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else h.to(device)
 
 
 def _branches(H: list[float]) -> list[float]:
