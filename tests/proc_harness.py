@@ -33,13 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+KILLPOINTS = Path(__file__).resolve().parent / "killpoints"  # test-only kill points (killpoints.py)
 PY = sys.executable
 
 _ZYGOTE_SRC = r'''
 import json, os, resource, runpy, signal, sys, time, traceback
 import torch, yaml, lightning, lightning.pytorch  # the slow imports, once
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: F401
-import torchopt_review.config, torchopt_review.data, torchopt_review.io, torchopt_review.errors  # noqa: F401
+import torchopt_review.config, torchopt_review.data, torchopt_review.runs, torchopt_review.errors  # noqa: F401
 import lightning_module  # noqa: F401
 import tensorboard.backend.event_processing.event_accumulator  # noqa: F401
 
@@ -206,6 +207,9 @@ class Zygote:
         if "TORCHOPT_DATA_DIR" not in (env or {}):
             full_env.pop("TORCHOPT_DATA_DIR", None)
         full_env.pop("PYTEST_CURRENT_TEST", None)
+        if full_env.get("KILL_PAUSE"):  # kill points: this child, and the worker processes it spawns
+            full_env["PYTHONPATH"] = f"{KILLPOINTS}{os.pathsep}{full_env['PYTHONPATH']}"
+            pre = f"import sys; sys.path.insert(0, {str(KILLPOINTS)!r}); import killpoints\n{pre or ''}"
         reply = self._call({"op": "spawn", "module": module, "argv": [str(a) for a in argv], "cwd": str(cwd),
                             "env": full_env, "stdout": str(out), "stderr": str(err), "fsize": fsize, "pre": pre})
         self.pids.append(reply["pid"])

@@ -13,8 +13,8 @@ tests/proc_harness.py: each is a separate process in its own process group, kill
   each kill every file of the run folder must be readable, and the same command must finish with
   exactly the metrics.csv (all but wall_s), diagnostics.csv, test metrics and TensorBoard curves
   of an uninterrupted run: no epoch lost or duplicated, no event duplicated after resume.
-  Deterministic kill points use the env-guarded test hook ``TORCHOPT_TEST_PAUSE`` of
-  lightning_module/callbacks.py (the process announces the point on stderr and sleeps there).
+  Deterministic kill points are monkeypatched in by tests/killpoints/killpoints.py when
+  ``KILL_PAUSE`` is set (the process announces the point on stderr and sleeps there).
 - A review killed (SIGKILL to its process group, workers included) or interrupted (SIGINT, as
   Ctrl-C sends it) and started again: every run ends ``done`` exactly once, finished runs are not
   retrained, no CSV has a duplicated row.
@@ -199,7 +199,7 @@ def epoch_lines(child: Child) -> int:
 
 
 def start(cwd: Path, data_dir: Path, pause: str | None = None) -> Child:
-    env = {"TORCHOPT_TEST_PAUSE": pause, "TORCHOPT_TEST_PAUSE_S": "120"} if pause else {}
+    env = {"KILL_PAUSE": pause, "KILL_PAUSE_S": "120"} if pause else {}
     return zygote().spawn(TRAIN, small(data_dir), cwd=cwd, env=env)
 
 
@@ -356,7 +356,7 @@ def test_review_killed_then_restarted(mode, sig, synthetic_data_dir, tmp_path):
     exp = tmp_path / "runs" / "k"
     # the review's run order is seed-major: sgd/seed0, adam/seed0, sgd/seed1, adam/seed1. Pause the
     # second run (adam/seed0) in its second epoch, after sgd/seed0 finished.
-    env = {"TORCHOPT_TEST_PAUSE": "adam/seed0:train_batch@2", "TORCHOPT_TEST_PAUSE_S": "120"}
+    env = {"KILL_PAUSE": "adam/seed0:train_batch@2", "KILL_PAUSE_S": "120"}
     first = zygote().spawn(REVIEW, review_args(synthetic_data_dir, *mode, "--no-report"), cwd=tmp_path, env=env)
     log = lambda: "".join(p.read_text(errors="replace") for p in [first.stderr_path, *exp.glob(".review-logs/*.log")]
                           if p.exists())
@@ -404,7 +404,7 @@ def test_stacked_review_killed_resumes_to_the_uninterrupted_result(point, synthe
                            "--limit-batches", "4", "--engine", "stacked", "--no-report"]
     ref = cli(REVIEW, *args("ref"), cwd=tmp_path)
     assert ref.returncode == 0, ref.stderr
-    env = {"TORCHOPT_TEST_PAUSE": f"sgd/seed0:{point}", "TORCHOPT_TEST_PAUSE_S": "120"}
+    env = {"KILL_PAUSE": f"sgd/seed0:{point}", "KILL_PAUSE_S": "120"}
     first = zygote().spawn(REVIEW, args("runs"), cwd=tmp_path, env=env)
     first.wait_for(lambda: f"test-pause: {point}" in first.stderr, timeout=240, what="the pause")
     assert first.kill() == -signal.SIGKILL

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import os
 import queue
 import sys
 import threading
@@ -40,7 +39,6 @@ import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -51,7 +49,10 @@ from .config import RunConfig
 from .data import FashionMNIST, epoch_permutation, split_indices
 from .errors import UserError
 from .models import build_model
+from .diagnostics import effective_lr, quantiles
 from .optim import create_optimizer
+from .runs import (CUSTOM_SCALARS, STEP_LOSS_TAG, RunFolder, checkpoint_callbacks, checkpoint_rows, diag_row, epoch_line, epoch_row,
+                   log_diag, log_eff_histograms, log_epoch, log_hparams, say)
 
 __all__ = ["StackedMLP", "SliceOptimizers", "stack_key", "is_stackable", "train_stacked"]
 
@@ -273,50 +274,22 @@ class _Run:
 
     def __init__(self, cfg: RunConfig, r: int):
         self.cfg, self.r = cfg, r
-        self.key = f"{cfg.run_label}/seed{cfg.seed}"
+        self.folder = RunFolder(cfg)
+        self.key = self.folder.key
         self.rows: list[dict[str, Any]] = []
         self.diag_rows: list[dict[str, Any]] = []
         self.last_eff: dict[str, Tensor] = {}
         self.totals = [0.0, 0.0, 0]
         self.diverged: dict[str, int] | None = None
-        self.record: dict[str, Any] = {}
         self.logger: Any = None
         self.wall_before = 0.0
         self.resume_state: dict[str, Any] | None = None
 
-
-def _load_resume(run: _Run, restart: bool) -> None:
-    """Read run ``run``'s checkpoint when it resumes (the checks ``train.run`` makes)."""
-    from .io import read_json
-    from .train import _verify_checkpoint, check_resumable
-
-    cfg = run.cfg
-    previous = read_json(cfg.run_dir / "run.json")
-    ckpt = cfg.run_dir / "last.ckpt"
-    resume = ckpt.exists() and not restart
-    check_resumable(cfg, previous, resume=resume, restart=restart)
-    if resume:
-        state = _verify_checkpoint(ckpt)
-        run.resume_state = state
-        rec = _recorder_state(state)
-        run.rows = list(rec.get("rows", []))
-        run.wall_before = float(rec.get("wall_s", 0.0))
-        run.diag_rows = list(_diag_state(state).get("rows", []))
-
-
-def _recorder_state(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """RunRecorder's saved state, from a stacked or a Lightning checkpoint."""
-    for k, v in (ckpt.get("callbacks") or {}).items():
-        if str(k).startswith("RunRecorder"):
-            return v
-    return {}
-
-
-def _diag_state(ckpt: dict[str, Any]) -> dict[str, Any]:
-    for k, v in (ckpt.get("callbacks") or {}).items():
-        if str(k).startswith("OptimizerDiagnostics"):
-            return v
-    return {}
+    def prepare(self, restart: bool) -> None:
+        """The checks ``train.run`` makes (:meth:`RunFolder.prepare`), and the rows to resume with."""
+        self.resume_state = self.folder.prepare(restart=restart, engine="stacked")
+        if self.resume_state is not None:
+            self.rows, self.wall_before, self.diag_rows = checkpoint_rows(self.resume_state)
 
 
 class StackedTrainer:
@@ -427,7 +400,7 @@ class StackedTrainer:
             run.totals[1] += correct
             run.totals[2] += n
             if run.logger is not None:
-                run.logger.experiment.add_scalar("train/loss_step", loss_sum / n, self.opt_steps)
+                run.logger.experiment.add_scalar(STEP_LOSS_TAG, loss_sum / n, self.opt_steps)
 
     @torch.no_grad()
     def evaluate(self, which: str) -> tuple[Tensor, Tensor]:
@@ -525,8 +498,6 @@ class _Diagnostics:
     def chunk_end(self, epoch: int, opt_steps: int, live: list[_Run]) -> None:
         """Every run's rows at once: per optimizer block and parameter tensor, the statistics of
         all its runs as [runs] tensors, then one read to the host for the whole measurement."""
-        from lightning_module.callbacks import _QUANTILES, effective_lr, quantile_sample
-
         if self.snapshot is None:
             return
         m, tr, steps = self.tr.model, self.tr, max(opt_steps - self.steps_at, 1)
@@ -542,11 +513,11 @@ class _Diagnostics:
                 p = m.theta[a:b, o:o + k]
                 state = {key: (v.view(b - a, m.P)[:, o:o + k] if torch.is_tensor(v) and v.numel() == q.numel() else v)
                          for key, v in st.items()}
-                eff = effective_lr(_StateOf({p: state}), group, p)  # type: ignore[arg-type]
+                eff = effective_lr(state, group)
                 if eff is None:
                     qs = torch.full((3, b - a), float(group["lr"]), dtype=torch.float64, device=p.device)
                 else:
-                    qs = torch.quantile(quantile_sample(eff).double(), _QUANTILES.to(p.device), dim=1)
+                    qs = quantiles(eff, dim=1)
                     for r in range(a, b):
                         if r in live_ids:
                             self.tr.runs[r].last_eff[n] = eff[r - a].detach().view(shape).clone()
@@ -562,20 +533,11 @@ class _Diagnostics:
                 v = host[:, col + i].tolist()
                 if run.r not in live_ids:
                     continue
-                row = {"epoch": epoch + 1, "step": opt_steps, "param": n, "eff_lr_p10": v[0], "eff_lr_p50": v[1],
-                       "eff_lr_p90": v[2], "update_ratio": v[3], "grad_norm": v[4]}
+                row = diag_row(epoch + 1, opt_steps, n, v[:3], v[3], v[4])
                 run.diag_rows.append(row)
                 if run.logger is not None:
-                    for key in ("eff_lr_p50", "update_ratio", "grad_norm"):
-                        run.logger.experiment.add_scalar(f"diag/{n}/{key}", row[key], row["step"])
+                    log_diag(run.logger.experiment, row)
             col += count
-
-
-class _StateOf:
-    """The ``optimizer.state`` that :func:`effective_lr` reads, for one run's slice."""
-
-    def __init__(self, state: dict[Tensor, dict[str, Any]]):
-        self.state = state
 
 
 # -- writing the run folders -----------------------------------------------------------------------
@@ -634,60 +596,37 @@ def _checkpoint(tr: StackedTrainer, run: _Run, epoch: int, host: tuple[Tensor, l
         "engine": "stacked", "epoch": epoch, "opt_steps": tr.opt_steps,
         "state_dict": tr.model.run_state_dict(run.r, host[0]),
         "optimizer_states": [tr.opts.run_state_dict(run.r, host[1])],
-        "callbacks": {"RunRecorder": {"rows": list(run.rows), "wall_s": run.rows[-1]["wall_s"] if run.rows else 0.0},
-                      "OptimizerDiagnostics": {"rows": list(run.diag_rows)}},
+        "callbacks": checkpoint_callbacks(run.rows, run.diag_rows),
     }
 
 
-def _write_run_files(run: _Run, state: dict[str, Any], epoch: int) -> None:
+def _write_run_files(run: _Run, state: dict[str, Any]) -> None:
     """The checkpoint (atomically), then the CSVs it carries the rows of."""
-    from lightning_module.callbacks import DIAG_COLUMNS, METRIC_COLUMNS, _csv_text, _test_pause
-
-    from .io import atomic_write_text
-
-    _test_pause("before_ckpt", epoch, run.key)
-    ckpt = run.cfg.run_dir / "last.ckpt"
-    tmp = ckpt.with_name(".last.ckpt.tmp")
-    try:
-        torch.save(state, tmp)
-        _test_pause("ckpt_tmp", epoch, run.key)
-        os.replace(tmp, ckpt)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    callbacks = state["callbacks"]
-    atomic_write_text(run.cfg.run_dir / "metrics.csv", _csv_text(METRIC_COLUMNS, callbacks["RunRecorder"]["rows"]))
-    if run.cfg.trainer.diagnostics:
-        atomic_write_text(run.cfg.run_dir / "diagnostics.csv",
-                          _csv_text(DIAG_COLUMNS, callbacks["OptimizerDiagnostics"]["rows"]))
+    rows, _, diag_rows = checkpoint_rows(state)
+    run.folder.save_epoch(lambda path: torch.save(state, path), rows,
+                          diag_rows if run.cfg.trainer.diagnostics else None)
 
 
 def _end_epoch(tr: StackedTrainer, epoch: int, t0: float, val: tuple[Tensor, Tensor], summary: bool,
                writer: _Writer) -> None:
-    from lightning_module.callbacks import log_eff_histograms
-
     writer.wait()  # the previous epoch's files are on disk (and its host copies can go)
     host = (tr.model.theta.detach().cpu(), tr.opts.host_states())  # one transfer each, for every run's checkpoint
     for run in tr._live():
         loss_sum, correct, n = run.totals
-        row = {"epoch": epoch + 1, "step": tr.opt_steps, "wall_s": round(run.wall_before + time.perf_counter() - t0, 3),
-               "train_loss": loss_sum / n if n else math.nan, "train_acc": correct / n if n else math.nan,
-               "val_loss": float(val[0][run.r]), "val_acc": float(val[1][run.r]),
-               "lr": float(tr.opts.run_state(run.r, host[1])[1]["lr"])}
+        lr = float(tr.opts.run_state(run.r, host[1])[1]["lr"])
+        row = epoch_row(epoch + 1, tr.opt_steps, run.wall_before + time.perf_counter() - t0,
+                        loss_sum / n if n else math.nan, correct / n if n else math.nan,
+                        float(val[0][run.r]), float(val[1][run.r]), lr)
         run.rows.append(row)
         w = run.logger.experiment
-        for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
-            w.add_scalar(key.replace("_", "/", 1), row[key], row["step"])
-        w.add_scalar("lr/group0", row["lr"], row["step"])
+        log_epoch(w, row, [lr])
         log_eff_histograms(w, run.last_eff, tr.opt_steps)
         run.last_eff = {}
         w.flush()
         state = _checkpoint(tr, run, epoch + 1, host)
-        writer.submit(lambda run=run, state=state, e=epoch + 1: _write_run_files(run, state, e))
+        writer.submit(lambda run=run, state=state: _write_run_files(run, state))
         if summary:
-            print(f"{run.key}: epoch {row['epoch']:>3}/{run.cfg.trainer.epochs}  train loss {row['train_loss']:.4f}"
-                  f" acc {100 * row['train_acc']:.2f}%  val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%"
-                  f"  ({row['wall_s']:.1f} s)", file=sys.stderr, flush=True)
+            say(epoch_line(row, run.cfg.trainer.epochs, run.key))
         if tr.on_epoch is not None:
             tr.on_epoch(run.key, {"label": run.cfg.run_label, "seed": run.cfg.seed, **row, "epochs": run.cfg.trainer.epochs})
 
@@ -702,7 +641,7 @@ def train_stacked(cfgs: list[RunConfig], *, restart: bool = False, dataset: Fash
     review's per-run outcomes. Runs resuming from different epochs train as separate stacks.
     """
     from .data import load_fashion_mnist
-    from .train import _check_writable, _clear_run, new_record, resolve_device
+    from .train import resolve_device
 
     keys = {stack_key(c) for c in cfgs}
     if None in keys or len(keys) != 1:
@@ -713,27 +652,25 @@ def train_stacked(cfgs: list[RunConfig], *, restart: bool = False, dataset: Fash
     t = cfgs[0].trainer
     device = resolve_device(t.accelerator)
     ds = dataset if dataset is not None else load_fashion_mnist(cfgs[0].data.data_dir)
-    runs: list[_Run] = []
+    stack: list[_Run] = []
     for cfg in sorted(cfgs, key=lambda c: (OptimSpec.of(c).key(), c.seed)):
         run = _Run(cfg, 0)
         try:
             split_indices(len(ds.train_labels), cfg.data.split, cfg.data.val_size, cfg.seed)  # before any write
-            _load_resume(run, restart)
-            _check_writable(cfg.run_dir)
+            run.prepare(restart)
         except UserError as exc:
             results[run.key] = ("user", str(exc))
             continue
-        runs.append(run)
+        stack.append(run)
     by_start: dict[int, list[_Run]] = {}
-    for run in runs:
+    for run in stack:
         by_start.setdefault(len(run.rows), []).append(run)
     for start, group in sorted(by_start.items()):
         for r, run in enumerate(group):
             run.r = r
         try:
-            results.update(_train_group(group, ds, device, restart=restart, summary=summary, on_epoch=on_epoch,
-                                        on_start=on_start, use_graph=use_graph, new_record=new_record,
-                                        clear=_clear_run))
+            results.update(_train_group(group, ds, device, summary=summary, on_epoch=on_epoch, on_start=on_start,
+                                        use_graph=use_graph))
         except KeyboardInterrupt:
             raise
         except UserError as exc:
@@ -742,50 +679,25 @@ def train_stacked(cfgs: list[RunConfig], *, restart: bool = False, dataset: Fash
         except Exception:  # noqa: BLE001 - one stack's crash fails its runs, not the review
             tb = traceback.format_exc()
             for run in group:
-                _write_failed(run, tb.strip().splitlines()[-1])
+                if run.folder.record:
+                    run.folder.fail(tb.strip().splitlines()[-1], len(run.rows))
                 results.setdefault(run.key, ("error", tb))
     return results
 
 
-def _write_failed(run: _Run, error: str) -> None:
-    from .io import atomic_write_json
-
-    if run.record:
-        with contextlib.suppress(OSError):
-            atomic_write_json(run.cfg.run_dir / "run.json", {**run.record, "status": "failed", "error": error,
-                                                             "epochs_completed": len(run.rows),
-                                                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
-
-
-def _train_group(runs: list[_Run], ds: FashionMNIST, device: str, *, restart: bool, summary: bool,
+def _train_group(group: list[_Run], ds: FashionMNIST, device: str, *, summary: bool,
                  on_epoch: Callable[[str, dict[str, Any]], None] | None, on_start: Callable[[str], None] | None,
-                 use_graph: bool | None, new_record: Callable[..., dict[str, Any]],
-                 clear: Callable[[Path], None]) -> dict[str, tuple[str, Any]]:
-    from lightning.pytorch.loggers import TensorBoardLogger
-    from lightning_module.callbacks import CUSTOM_SCALARS
+                 use_graph: bool | None) -> dict[str, tuple[str, Any]]:
+    from .train import set_tf32
 
-    from .io import atomic_write_json
-    from .train import DIVERGED, DONE, hparams_of, set_tf32
-
-    t = runs[0].cfg.trainer
+    t = group[0].cfg.trainer
     set_tf32(device, t.precision)
     if t.threads:
         torch.set_num_threads(t.threads)
-    for run in runs:
-        cfg = run.cfg
-        if run.resume_state is None:
-            clear(cfg.run_dir)
-        else:
-            for leftover in cfg.run_dir.glob(".*.tmp"):
-                leftover.unlink()
-        run.record = new_record(cfg, device, engine="stacked")
-        atomic_write_json(cfg.run_dir / "run.json", run.record)
+    for run in group:
+        run.folder.start(device, engine="stacked")
         purge = int(run.resume_state["opt_steps"]) + 1 if run.resume_state is not None else None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            run.logger = TensorBoardLogger(str(Path(cfg.logdir)), name=cfg.experiment,
-                                           version=f"{cfg.run_label}/seed{cfg.seed}", default_hp_metric=False,
-                                           purge_step=purge)
+        run.logger = run.folder.tb_logger(purge)
         if not run.rows:
             run.logger.experiment.add_custom_scalars(CUSTOM_SCALARS)
         if on_start is not None:
@@ -793,7 +705,7 @@ def _train_group(runs: list[_Run], ds: FashionMNIST, device: str, *, restart: bo
 
     if use_graph is None and t.graph_step != "auto":
         use_graph = t.graph_step == "on"
-    tr = StackedTrainer(runs, ds, device, on_epoch=on_epoch, use_graph=use_graph)
+    tr = StackedTrainer(group, ds, device, on_epoch=on_epoch, use_graph=use_graph)
     diag = _Diagnostics(tr, t.diagnostics_every_n_steps) if t.diagnostics else None
     t0 = time.perf_counter()
     writer = _Writer()
@@ -807,24 +719,17 @@ def _train_group(runs: list[_Run], ds: FashionMNIST, device: str, *, restart: bo
         writer.wait()  # every checkpoint and CSV on disk before any run is recorded as finished
     finally:
         writer.close(raise_errors=sys.exc_info()[0] is None)
-        for run in runs:
+        for run in group:
             with contextlib.suppress(OSError):
                 run.logger.finalize("success")
     out: dict[str, tuple[str, Any]] = {}
-    for run in runs:
-        cfg, rec = run.cfg, run.record
-        rec["epochs_completed"] = len(run.rows)
-        rec["wall_s"] = run.rows[-1]["wall_s"] if run.rows else 0.0
+    for run in group:
         if run.diverged is not None:
-            rec.update(status=DIVERGED, diverged=run.diverged)
+            rec = run.folder.finish(run.rows, diverged=run.diverged)
         else:
-            rec["test"] = {"loss": float(test[0][run.r]), "acc": float(test[1][run.r])}
-            rec["status"] = DONE
-            last = run.rows[-1]
-            run.logger.log_hyperparams(hparams_of(cfg), {"hp/val_acc": last["val_acc"], "hp/val_loss": last["val_loss"],
-                                                         "hp/test_acc": rec["test"]["acc"]})
+            test_metrics = {"loss": float(test[0][run.r]), "acc": float(test[1][run.r])}
+            log_hparams(run.logger, run.cfg, run.rows[-1], test_metrics["acc"])
             run.logger.finalize("success")
-        rec["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        atomic_write_json(cfg.run_dir / "run.json", rec)
+            rec = run.folder.finish(run.rows, test=test_metrics)
         out[run.key] = ("ok", rec)
     return out

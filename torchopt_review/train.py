@@ -17,21 +17,16 @@ import contextlib
 import errno
 import logging
 import os
-import platform
-import shutil
 import signal
 import sys
 import threading
-import time
 import warnings
-from pathlib import Path
 from typing import Any, Callable
 
+from . import runs
 from .config import RunConfig, load_config, yaml_problem
 from .errors import UserError, cli_entry
-from .io import atomic_write_json, read_json
-
-DONE, DIVERGED, FAILED, RUNNING = "done", "diverged", "failed", "running"
+from .runs import DIVERGED, DONE, RunFolder
 
 
 # -- the CLI -------------------------------------------------------------------------------
@@ -124,38 +119,6 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 # -- one run -------------------------------------------------------------------------------
 
-def _versions() -> dict[str, str]:
-    import lightning
-    import torch
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__}
-
-
-def _hardware(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
-
-
-def _check_writable(run_dir: Path) -> None:
-    """Create ``run_dir`` and write a probe file; on failure remove what this made and raise."""
-    made = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
-    probe = run_dir / ".write-test"
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"x" * 4096)
-        probe.unlink()
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            probe.unlink()
-        for p in made:  # deepest first: leave nothing behind
-            with contextlib.suppress(OSError):
-                p.rmdir()
-        raise UserError(f"cannot write to {run_dir}: {exc.strerror or exc}; choose another --logdir") from None
-
-
 # errno values of a full disk / quota / file-size limit: reported as a user error, not a crash
 _NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
@@ -177,38 +140,6 @@ def _quiet_disk_full_in_threads() -> None:
     threading.excepthook = hook
 
 
-def _verify_checkpoint(ckpt: Path) -> dict[str, Any]:
-    """Load ``ckpt`` with ``torch.load(weights_only=True)``: plain tensors and containers only, so a
-    tampered file (a pickle that would run code) is refused instead of executed."""
-    import torch
-
-    try:
-        with warnings.catch_warnings():  # the refusal is reported below, in one line
-            warnings.simplefilter("ignore")
-            state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError (zip), EOFError, OSError...
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        # torch's refusal: a generic paragraph around the one line that says what was refused
-        specific = [line for line in lines[1:] if not line.startswith(("Please file an issue", "Check the documentation"))]
-        why = (specific or lines or [type(exc).__name__])[0].removeprefix("WeightsUnpickler error:").strip() or lines[0]
-        why = why.split(". ")[0].rstrip(".")[:200]  # its first sentence
-        raise UserError(
-            f"{ckpt} is not a checkpoint this tool can load safely (torch.load weights_only=True: {why}); "
-            "it is corrupt or was not written by this tool: pass --restart to discard it"
-        ) from None
-    if not isinstance(state, dict) or "state_dict" not in state or "opt_steps" not in state:
-        raise UserError(f"{ckpt} is not a checkpoint written by this tool; pass --restart to discard it")
-    return state
-
-
-def _clear_run(run_dir: Path) -> None:
-    for child in run_dir.iterdir():
-        if child.is_dir():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
-
-
 def _quiet_lightning() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -228,21 +159,6 @@ def resolve_device(accelerator: str) -> str:
     return "cpu"
 
 
-def check_resumable(cfg: RunConfig, previous: dict[str, Any] | None, *, resume: bool, restart: bool) -> None:
-    """Refuse (UserError) to resume or skip a run folder that holds another configuration's
-    checkpoint or result, or a checkpoint whose run.json is gone."""
-    run_dir = cfg.run_dir
-    if previous and not restart and previous.get("fingerprint") != cfg.fingerprint() and (
-            resume or previous.get("status") in (DONE, DIVERGED)):
-        raise UserError(
-            f"{run_dir} holds a {'checkpoint' if resume else 'finished run'} from a different configuration; "
-            "pass --restart to discard it, or choose another --experiment/--label"
-        )
-    if resume and previous is None:  # run.json is written before the first checkpoint: someone removed it
-        raise UserError(f"{run_dir} holds a checkpoint but no readable run.json, so its configuration is unknown; "
-                        "pass --restart to discard it")
-
-
 def set_tf32(device: str, precision: str) -> None:
     """TF32 only exists on GPUs; fp32 stays fp32 unless asked (the CPU's numbers)."""
     import torch
@@ -252,26 +168,6 @@ def set_tf32(device: str, precision: str) -> None:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         if torch.backends.cudnn.allow_tf32 != tf32:
             torch.backends.cudnn.allow_tf32 = tf32
-
-
-def hparams_of(cfg: RunConfig) -> dict[str, Any]:
-    """What TensorBoard's HParams tab lists for a run (separate and stacked alike)."""
-    t = cfg.trainer
-    return {"optimizer": cfg.optim.name, "label": cfg.run_label, "semantics": cfg.optim.semantics, "lr": cfg.optim.lr,
-            "seed": cfg.seed, "batch_size": t.batch_size, "model": cfg.model.name, "epochs": t.epochs,
-            **{f"optim.{k}": str(v) for k, v in cfg.optim.kwargs.items()}}
-
-
-def new_record(cfg: RunConfig, device: str, engine: str = "single") -> dict[str, Any]:
-    """A run's run.json as it starts (``status: running``); the same for separate and stacked runs."""
-    t = cfg.trainer
-    return {
-        "status": RUNNING, "label": cfg.run_label, "optimizer": cfg.optim.name, "seed": cfg.seed, "lr": cfg.optim.lr,
-        "epochs": t.epochs, "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "versions": _versions(),
-        "device": device, "hardware": _hardware(device), "precision": t.precision, "engine": engine,
-        "test": None, "diverged": None, "error": None, "epochs_completed": 0, "wall_s": 0.0,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
 
 
 def run(cfg: RunConfig, *, restart: bool = False, progress: bool = True, summary: bool | None = None,
@@ -296,18 +192,13 @@ def run(cfg: RunConfig, *, restart: bool = False, progress: bool = True, summary
 
 def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
          on_epoch: Callable[[dict[str, Any]], None] | None, dataset: Any) -> dict[str, Any]:
-    run_dir = cfg.run_dir
-    record_path = run_dir / "run.json"
-    ckpt = run_dir / "last.ckpt"
-    previous = read_json(record_path)
-    fingerprint = cfg.fingerprint()
-    if previous and not restart:
-        same = previous.get("fingerprint") == fingerprint
-        if previous.get("status") in (DONE, DIVERGED) and same and previous.get("epochs", 0) >= cfg.trainer.epochs:
-            if summary:
-                print(f"{run_dir}: already {previous['status']} ({previous.get('epochs_completed')} epochs); "
-                      "--restart to train it again", file=sys.stderr)
-            return previous
+    folder = RunFolder(cfg)
+    done = folder.finished(restart)
+    if done is not None:
+        if summary:
+            runs.say(f"{folder.path}: already {done['status']} ({done.get('epochs_completed')} epochs); "
+                     "--restart to train it again")
+        return done
 
     # Everything a user can get wrong is checked before the first byte is written: device, data,
     # what the run folder already holds, whether the log dir is writable.
@@ -320,7 +211,6 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
     import lightning as L
     if _nvml is None:
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
-    from lightning.pytorch.loggers import TensorBoardLogger
 
     from lightning_module import Classifier, FashionMNISTDataModule, OptimizerDiagnostics, RunRecorder
 
@@ -337,41 +227,26 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
     )
     dm.setup("fit")  # data errors (missing, corrupt, split too large) surface here
 
-    resume = ckpt.exists() and not restart
-    check_resumable(cfg, previous, resume=resume, restart=restart)
-    state = _verify_checkpoint(ckpt) if resume else None
-    if state is not None and state.get("engine") == "stacked":
-        raise UserError(f"{ckpt} was written by the stacked review engine; resume it with "
-                        "`python -m torchopt_review.review --engine stacked`, or pass --restart to discard it")
-    purge = int(state["opt_steps"]) + 1 if state is not None else None
-    _check_writable(run_dir)
-    if not resume:
-        _clear_run(run_dir)  # a fresh start: nothing from an earlier attempt (events, CSVs) may leak into it
-    else:
-        for leftover in run_dir.glob(".*.tmp"):  # a writer killed before its rename
-            leftover.unlink()
+    state = folder.prepare(restart=restart)
+    resume = state is not None
+    purge = int(state["opt_steps"]) + 1 if resume else None
 
     _quiet_disk_full_in_threads()
     if t.threads:
         torch.set_num_threads(t.threads)
     set_tf32(device, t.precision)
-
-    record = new_record(cfg, device)
-    atomic_write_json(record_path, record)
+    folder.start(device)
 
     torch.manual_seed(cfg.seed)  # the model's init
     module = Classifier(model=cfg.model.name, optimizer=cfg.optim.name, semantics=cfg.optim.semantics, lr=cfg.optim.lr,
                         optimizer_kwargs=cfg.optim.kwargs, batch_size=t.batch_size,
                         log_every_n_steps=t.log_every_n_steps, gradient_clip_val=t.gradient_clip_val,
                         graph_step=t.graph_step)
-    recorder = RunRecorder(run_dir, epochs=t.epochs, print_summary=summary, on_epoch=on_epoch,
-                           info={"label": cfg.run_label, "seed": cfg.seed})
-    callbacks: list[L.Callback] = [recorder]
-    if t.diagnostics:
-        callbacks.append(OptimizerDiagnostics(run_dir, every_n_steps=t.diagnostics_every_n_steps))
-    # On resume, TensorBoard drops the killed process's events past the checkpoint (steps >= purge).
-    logger = TensorBoardLogger(str(Path(cfg.logdir)), name=cfg.experiment, version=f"{cfg.run_label}/seed{cfg.seed}",
-                               default_hp_metric=False, purge_step=purge)
+    diagnostics = OptimizerDiagnostics(every_n_steps=t.diagnostics_every_n_steps) if t.diagnostics else None
+    recorder = RunRecorder(folder, epochs=t.epochs, print_summary=summary, on_epoch=on_epoch, diagnostics=diagnostics)
+    # diagnostics first: on resume its rows load before the recorder rewrites the CSVs
+    callbacks: list[L.Callback] = [c for c in (diagnostics, recorder) if c is not None]
+    logger = folder.tb_logger(purge)
     trainer = L.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=t.epochs,
         precision="bf16-mixed" if t.precision == "bf16-mixed" else "32-true",
@@ -382,23 +257,18 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
     try:
         # weights_only=True: Lightning would otherwise follow torch.load's default, which the
         # environment (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1) can turn into full unpickling.
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if resume else None, weights_only=True)
-        record["epochs_completed"] = len(recorder.rows)
-        record["wall_s"] = recorder.rows[-1]["wall_s"] if recorder.rows else 0.0
+        trainer.fit(module, datamodule=dm, ckpt_path=str(folder.ckpt_path) if resume else None, weights_only=True)
         if module.diverged is not None:
-            record.update(status=DIVERGED, diverged=module.diverged)
-            print(f"diverged: non-finite loss at epoch {module.diverged['epoch']}, step {module.diverged['step']}; "
-                  f"metrics up to epoch {len(recorder.rows)} are kept in {run_dir}", file=sys.stderr)
+            record = folder.finish(recorder.rows, diverged=module.diverged)
+            runs.say(f"diverged: non-finite loss at epoch {module.diverged['epoch']}, step {module.diverged['step']}; "
+                     f"metrics up to epoch {len(recorder.rows)} are kept in {folder.path}")
         else:
             trainer.test(module, datamodule=dm, verbose=False)
-            record["test"] = {"loss": module.epoch_metrics["test_loss"], "acc": module.epoch_metrics["test_acc"]}
-            record["status"] = DONE
-            last = recorder.rows[-1]
-            logger.log_hyperparams(hparams_of(cfg), {"hp/val_acc": last["val_acc"], "hp/val_loss": last["val_loss"],
-                                                     "hp/test_acc": record["test"]["acc"]})
+            test = {"loss": module.epoch_metrics["test_loss"], "acc": module.epoch_metrics["test_acc"]}
+            runs.log_hparams(logger, cfg, recorder.rows[-1], test["acc"])
+            record = folder.finish(recorder.rows, test=test)
             if summary:
-                print(f"test accuracy {100 * record['test']['acc']:.2f}%  (loss {record['test']['loss']:.4f})  -> {run_dir}",
-                      file=sys.stderr)
+                runs.say(f"test accuracy {100 * test['acc']:.2f}%  (loss {test['loss']:.4f})  -> {folder.path}")
     except UserError:
         raise
     except BaseException as exc:
@@ -406,10 +276,8 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
         # KeyboardInterrupt) and ignores SIGINT from then on.
         interrupted = isinstance(exc, KeyboardInterrupt) or (
             isinstance(exc, SystemExit) and isinstance(exc.__context__, KeyboardInterrupt))
-        error = "interrupted (SIGINT / Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}"
-        record.update(status=FAILED, error=error, epochs_completed=len(recorder.rows))
-        with contextlib.suppress(OSError):  # best effort (the disk may be full): the original error matters
-            atomic_write_json(record_path, {**record, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        folder.fail("interrupted (SIGINT / Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}",
+                    len(recorder.rows))
         if interrupted:
             # Give callers the interrupt back (the CLI: exit 130 and its resume hint; a review run in
             # process: stop, instead of recording a failed run and going on), and Ctrl-C its handler.
@@ -420,11 +288,9 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
     finally:
         try:
             logger.finalize("success")
-        except OSError as exc:  # a full disk is reported once: by the error in flight, or the run.json write below
+        except OSError as exc:  # a full disk is reported once: by the error in flight, or the run.json write
             if exc.errno not in _NO_SPACE:
                 raise
-    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    atomic_write_json(record_path, record)
     return record
 
 
