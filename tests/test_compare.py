@@ -3,14 +3,12 @@ known per-seed values, so every mean, difference and range check is computed by 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from torchopt_review import compare as cmp
-
-HEADER = "epoch,step,wall_s,train_loss,train_acc,val_loss,val_acc,lr\n"
+from torchopt_review import runs as rf
 
 
 def make_review(root: Path, values: dict[str, list[float]]) -> Path:
@@ -19,9 +17,10 @@ def make_review(root: Path, values: dict[str, list[float]]) -> Path:
         for seed, acc in enumerate(accs):
             d = root / label / f"seed{seed}"
             d.mkdir(parents=True)
-            (d / "run.json").write_text(json.dumps({"status": "done", "label": label, "optimizer": label, "seed": seed,
-                                                    "lr": 1e-3, "test": {"loss": 0.3, "acc": acc - 0.01}}))
-            (d / "metrics.csv").write_text(HEADER + f"1,10,1.0,0.5,0.8,0.4,{acc},0.001\n")
+            rf.atomic_write_json(d / rf.RUN_JSON, {"status": rf.DONE, "label": label, "optimizer": label, "seed": seed,
+                                                   "lr": 1e-3, "test": {"loss": 0.3, "acc": acc - 0.01}})
+            rf.atomic_write_text(d / rf.METRICS_CSV, rf.csv_text(rf.METRIC_COLUMNS, [
+                rf.epoch_row(1, 10, 1.0, 0.5, 0.8, 0.4, acc, 0.001)]))
     return root
 
 

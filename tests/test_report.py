@@ -1,7 +1,7 @@
 """torchopt_review.report on fake experiments whose answers are known by construction.
 
-Each fake run writes metrics.csv / run.json (/ diagnostics.csv) exactly as the training path
-does. Final val accuracies are ``level[label] + SEED_EFFECT[seed] + noise[label][seed]``, so the
+Each fake run writes metrics.csv / run.json (/ diagnostics.csv) through the run folder's schema
+and writers (:mod:`torchopt_review.runs`), as the training path does. Final val accuracies are ``level[label] + SEED_EFFECT[seed] + noise[label][seed]``, so the
 means, the time-to-target epochs and the verdicts can be worked out by hand below.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from torchopt_review import runs as rf
 from torchopt_review.report import write_report
 
 SEEDS = [0, 1, 2, 3, 4]
@@ -68,23 +69,19 @@ def write_run(root: Path, label: str, seed: int, *, optimizer: str | None = None
     rows = []
     for e in range(1, len(val_curve) + 1):
         tl = _train_loss(optimizer, seed, e)
-        rows.append([e, 1688 * e, WALL_PER_EPOCH * e, tl, 1.0 - tl / 3, _val_loss(optimizer, seed, e),
-                     val_curve[e - 1], lr])
-    with (d / "metrics.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["epoch", "step", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "lr"])
-        w.writerows(rows)
+        rows.append(rf.epoch_row(e, 1688 * e, WALL_PER_EPOCH * e, tl, 1.0 - tl / 3, _val_loss(optimizer, seed, e),
+                                 val_curve[e - 1], lr))
+    rf.atomic_write_text(d / rf.METRICS_CSV, rf.csv_text(rf.METRIC_COLUMNS, rows))
     if diagnostics:
-        with (d / "diagnostics.csv").open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["epoch", "step", "param", "eff_lr_p10", "eff_lr_p50", "eff_lr_p90", "update_ratio", "grad_norm"])
-            for k, step in enumerate(range(100, 1688 * len(val_curve), 1688)):
-                for param in ("layers.0.weight", "layers.0.bias"):
-                    if optimizer == "adagrad":   # lr / sqrt(accumulated g^2): shrinks like 1/sqrt(step)
-                        eff = lr / math.sqrt(0.1 + 1e-3 * step * (1 + 0.05 * seed))
-                    else:
-                        eff = lr * (1.0 + 0.02 * ((seed + k) % 3))
-                    w.writerow([k + 1, step, param, eff / 3, eff, eff * 3, 10 * eff, 1.0])
+        diag = []
+        for k, step in enumerate(range(100, 1688 * len(val_curve), 1688)):
+            for param in ("layers.0.weight", "layers.0.bias"):
+                if optimizer == "adagrad":   # lr / sqrt(accumulated g^2): shrinks like 1/sqrt(step)
+                    eff = lr / math.sqrt(0.1 + 1e-3 * step * (1 + 0.05 * seed))
+                else:
+                    eff = lr * (1.0 + 0.02 * ((seed + k) % 3))
+                diag.append(rf.diag_row(k + 1, step, param, [eff / 3, eff, eff * 3], 10 * eff, 1.0))
+        rf.atomic_write_text(d / rf.DIAG_CSV, rf.csv_text(rf.DIAG_COLUMNS, diag))
     cfg = {"experiment": root.name, "seed": seed, "data": {"split": "keras", "val_size": 6000},
            "model": {"name": "blog_mlp"}, "trainer": {"epochs": epochs, "batch_size": 32, "accelerator": "cpu"},
            "optim": {"name": optimizer, "semantics": "keras", "lr": lr, "kwargs": {}}}
@@ -94,7 +91,7 @@ def write_run(root: Path, label: str, seed: int, *, optimizer: str | None = None
             "hardware": "test box", "test": {"loss": 0.3, "acc": val_curve[-1] - 0.005} if done else None,
             "diverged": {"epoch": len(val_curve), "step": 1688 * len(val_curve)} if status == "diverged" else None,
             "error": error, "epochs_completed": len(val_curve), "wall_s": WALL_PER_EPOCH * len(val_curve)}
-    (d / "run.json").write_text(json.dumps(info))
+    rf.atomic_write_json(d / rf.RUN_JSON, info)
     return d
 
 
@@ -389,3 +386,23 @@ def test_incomplete_and_malformed_runs_are_listed_not_counted(tmp_path):
     assert "notes" not in rows
     # sgd: 0.860 + seed effects 0.003 and -0.005 -> mean 0.859
     assert float(rows["sgd"]["final_val_acc_mean"]) == pytest.approx(0.859)
+
+
+def test_report_and_compare_go_through_runs_and_use_no_private_names():
+    # One owner of the run folder (torchopt_review.runs): the report and compare neither parse its
+    # files themselves nor write anything except through its atomic writer; and no module imports
+    # another module's underscore names.
+    import ast
+    import re
+
+    pkg = Path(__file__).resolve().parents[1] / "torchopt_review"
+    files = sorted((pkg / "report").glob("*.py")) + [pkg / "compare.py"]
+    for path in files:
+        src = path.read_text()
+        for banned in (r"DictReader", r"json\.loads?\(", r"\.read_(text|bytes)\(", r"\.write_(text|bytes)\(",
+                       r"(?<![\w.])open\(", r"\.savefig\((?!tmp)"):
+            assert not re.search(banned, src), f"{path.name} matches {banned}: read and write through runs"
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports private names {private} from {node.module}"

@@ -3,7 +3,8 @@
 Reads ``runs/<experiment>/summary.csv`` and ``claims.csv`` (written by ``python -m
 torchopt_review.report``), copies the report's training-loss figure to ``docs/``, and rewrites
 the text between the ``<!-- results:begin -->`` and ``<!-- results:end -->`` markers. Nothing
-in the section is typed by hand.
+in the section is typed by hand. Run records are read through :mod:`torchopt_review.runs` (the run
+folder's one reader) and both files are written through its atomic writer.
 
     python tools/readme_results.py runs/blog
 """
@@ -11,10 +12,10 @@ in the section is typed by hand.
 from __future__ import annotations
 
 import csv
-import json
-import shutil
 import sys
 from pathlib import Path
+
+from torchopt_review import runs as rf
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -37,15 +38,19 @@ def blog(row: dict[str, str], key: str, scale: float = 100.0, fmt: str = "{:.2f}
     return fmt.format(scale * float(v)) if v else "–"
 
 
+def number_or_0(x: object) -> float:
+    """A run.json number, 0 when absent or not a number."""
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else 0.0
+
+
 def section(exp_dir: Path) -> str:
     rows = list(csv.DictReader(open(exp_dir / "summary.csv")))
     claims = list(csv.DictReader(open(exp_dir / "claims.csv")))
-    review = json.loads((exp_dir / "review.json").read_text()) if (exp_dir / "review.json").exists() else {}
-    runs = [json.loads(p.read_text()) for p in exp_dir.glob("*/seed*/run.json")]
-    wall = sum(r.get("wall_s") or 0 for r in runs)
-    versions = runs[0].get("versions", {}) if runs else {}
-    hardware = runs[0].get("hardware", "") if runs else ""
-    seeds = sorted({r["seed"] for r in runs})
+    runs = [(seed, rec) for _, seed, folder in rf.iter_run_dirs(exp_dir) if (rec := rf.read_record(folder)) is not None]
+    wall = sum(number_or_0(rec.get("wall_s")) for _, rec in runs)
+    versions = runs[0][1].get("versions") or {} if runs else {}
+    hardware = runs[0][1].get("hardware", "") if runs else ""
+    seeds = sorted({seed for seed, _ in runs})
     lines = [
         BEGIN,
         f"From `{exp_dir}` ({len(runs)} runs: {len(rows)} optimizers × seeds {', '.join(map(str, seeds))}; "
@@ -86,13 +91,11 @@ def main(argv: list[str]) -> int:
     if not (exp_dir / "summary.csv").exists():
         print(f"error: {exp_dir}/summary.csv not found: run the review (make review) first", file=sys.stderr)
         return 2
-    docs = ROOT / "docs"
-    docs.mkdir(exist_ok=True)
-    shutil.copyfile(exp_dir / "train_loss.png", docs / "review_train_loss.png")
+    rf.atomic_write_bytes(ROOT / "docs" / "review_train_loss.png", (exp_dir / "train_loss.png").read_bytes())
     readme = ROOT / "README.md"
     text = readme.read_text()
     start, end = text.index(BEGIN), text.index(END) + len(END)
-    readme.write_text(text[:start] + section(exp_dir) + text[end:])
+    rf.atomic_write_text(readme, text[:start] + section(exp_dir) + text[end:])
     print(f"README.md results section regenerated from {exp_dir}")
     return 0
 
