@@ -16,12 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from torchopt_review.errors import UserError
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, default=str))
-    os.replace(tmp, path)
+from torchopt_review.runs import DIVERGED, DONE, RUN_JSON, RUNNING, atomic_write_json, run_key
 
 
 def calls(logdir: str | Path) -> list[str]:
@@ -36,7 +31,7 @@ def write_plan(logdir: str | Path, plan: dict[str, str]) -> None:
 
 def fake_run(cfg, *, restart: bool = False, progress: bool = True,
              on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    key = f"{cfg.run_label}/seed{cfg.seed}"
+    key = run_key(cfg.run_label, cfg.seed)
     logdir = Path(cfg.logdir)
     plan_file = logdir / "fake_plan.json"
     behaviour = json.loads(plan_file.read_text()).get(key, "done") if plan_file.exists() else "done"
@@ -50,11 +45,11 @@ def fake_run(cfg, *, restart: bool = False, progress: bool = True,
         fh.write(f"{key} start={start}\n")
     epochs = cfg.trainer.epochs
     record: dict[str, Any] = {
-        "status": "running", "label": cfg.run_label, "optimizer": cfg.optim.name, "seed": cfg.seed,
+        "status": RUNNING, "label": cfg.run_label, "optimizer": cfg.optim.name, "seed": cfg.seed,
         "lr": cfg.optim.lr, "epochs": epochs, "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(),
         "test": None, "diverged": None, "error": None, "epochs_completed": start, "wall_s": 0.0,
     }
-    _write_json(run_dir / "run.json", record)
+    atomic_write_json(run_dir / RUN_JSON, record)
     if behaviour == "user_error":
         raise UserError("Fashion-MNIST not found (fake); pass --data-dir DIR")
     for epoch in range(start + 1, epochs + 1):
@@ -66,14 +61,14 @@ def fake_run(cfg, *, restart: bool = False, progress: bool = True,
             (run_dir / "flaked").write_text("1")
             raise RuntimeError("flaky failure half-way")
         if behaviour == "diverge" and epoch == 2:
-            record.update(status="diverged", diverged={"epoch": epoch, "step": 17})
-            _write_json(run_dir / "run.json", record)
+            record.update(status=DIVERGED, diverged={"epoch": epoch, "step": 17})
+            atomic_write_json(run_dir / RUN_JSON, record)
             return record
         ckpt.write_text(str(epoch))
         record["epochs_completed"] = epoch
         if on_epoch is not None:
             on_epoch({"label": cfg.run_label, "seed": cfg.seed, "epoch": epoch, "epochs": epochs,
                       "val_acc": 0.5 + 0.01 * epoch, "train_loss": 1.0 / epoch})
-    record.update(status="done", test={"loss": 0.4, "acc": 0.88}, wall_s=0.01)
-    _write_json(run_dir / "run.json", record)
+    record.update(status=DONE, test={"loss": 0.4, "acc": 0.88}, wall_s=0.01)
+    atomic_write_json(run_dir / RUN_JSON, record)
     return record

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from torchopt_review import review as rv
+from torchopt_review.review import worker as review_worker
 from torchopt_review.config import CONFIG_DIR, load_config
 from torchopt_review.errors import ConfigError, UserError
 
@@ -194,7 +195,7 @@ def test_finished_runs_are_skipped(tmp_path):
     assert first.exit_status == 0 and first.count("done") == 6 and len(calls(tmp_path)) == 6
     second = go(cfg)
     assert len(calls(tmp_path)) == 6 and all(o.skipped and o.status == "done" for o in second.outcomes)
-    longer = go(rv.ReviewConfig.from_mapping({**rv._yaml_part(cfg), **rv._api_part(cfg), "cli_overrides": {"trainer": {"epochs": 6}}}))
+    longer = go(cfg.replace(cli_overrides={"trainer": {"epochs": 6}}))
     assert longer.count("done") == 6 and len(calls(tmp_path)) == 12
     assert calls(tmp_path)[-1].endswith("start=4")  # extended from its checkpoint, not retrained
     go(cfg, restart=True)
@@ -309,14 +310,14 @@ def test_second_review_of_an_experiment_is_refused(tmp_path, capsys, names):
     finally:
         holder.kill()
         holder.wait()
-    one = rv._Lock(exp, (1, 2)).acquire()
-    two = rv._Lock(exp, (2, 2)).acquire()
+    one = rv.ExperimentLock(exp, (1, 2)).acquire()
+    two = rv.ExperimentLock(exp, (2, 2)).acquire()
     with pytest.raises(UserError, match="shard 1/2 of experiment 'blog' is already running"):
-        rv._Lock(exp, (1, 2)).acquire()
+        rv.ExperimentLock(exp, (1, 2)).acquire()
     with pytest.raises(UserError, match=f"PID {os.getpid()}"):
-        rv._Lock(exp, None).acquire()
+        rv.ExperimentLock(exp, None).acquire()
     one.release(), two.release()
-    rv._Lock(exp, None).acquire().release()
+    rv.ExperimentLock(exp, None).acquire().release()
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -338,7 +339,7 @@ def test_cli_usage_errors_exit_2_with_one_line(argv, message, tmp_path, capsys, 
 
 
 def test_cli_exit_status_0_and_1(tmp_path, monkeypatch, capsys, names):
-    monkeypatch.setattr(rv, "_resolve_run_fn", lambda run_fn: fake_run)
+    monkeypatch.setattr(review_worker, "resolve_run_fn", lambda run_fn: fake_run)
     argv = ["--logdir", str(tmp_path), "--seeds", "0-1", "--opts", "sgd,adam", "--epochs", "3", "--in-process", "--no-report"]
     write_plan(tmp_path, {"adam/seed1": "diverge"})
     assert rv.main(argv) == 0  # divergence is a result

@@ -1,0 +1,110 @@
+"""``python -m torchopt_review.review``: the command line (see the package docstring for what it does).
+
+Exit status: 0 every run done or diverged; 1 some run failed (or the report could not be
+written); 2 a usage/config error, a missing dataset, a locked experiment, or an error a run hit
+that the user must fix; 130 interrupted (rerun to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..config import CONFIG_DIR, merge
+from ..errors import UserError, cli_entry
+from .engine import ENGINES, review
+from .plan import load_review, parse_opts, parse_seeds, parse_shard
+
+
+def _config_path(text: str) -> Path:
+    p = Path(text)
+    if not p.exists() and "/" not in text and not text.endswith((".yaml", ".yml")):
+        named = CONFIG_DIR / "review" / f"{text}.yaml"  # --config geron
+        if named.is_file():
+            return named
+    return p
+
+
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line (``error: ...``, exit status 2), like every other error here."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..optim.registry import optimizer_names
+
+    p = _Parser(
+        prog="python -m torchopt_review.review",
+        description="Train every optimizer x seed of a review (in parallel, resumable), then write the report.",
+        epilog="Exit status: 0 all runs done or diverged (divergence is a result); 1 some run failed; "
+               "2 usage/config error or locked experiment; 130 interrupted (rerun to resume).",
+    )
+    p.add_argument("--config", default=str(CONFIG_DIR / "review" / "blog.yaml"),
+                   help="review YAML, or a name in configs/review/ (blog, geron); default: configs/review/blog.yaml")
+    p.add_argument("--opts", help=f"comma-separated run labels or optimizer names, 'all' (the config's runs) "
+                                  f"and/or variant labels; registry: {', '.join(optimizer_names())}")
+    p.add_argument("--variants", action="store_true", help="also run every variant of the config")
+    p.add_argument("--seeds", help="e.g. 0-4 or 0,2,5 (default: the config's)")
+    p.add_argument("--lrs", help="learning-rate grid, e.g. 1e-4,1e-3,1e-2 (labels get -lr<lr>)")
+    p.add_argument("--epochs", type=int, help="epochs per run (default: the config's)")
+    p.add_argument("--workers", type=int, help="worker processes (default: the usable CPU cores; 1 with --accelerator gpu)")
+    p.add_argument("--threads", type=int, help="torch threads per worker (default 1: runs in parallel beat threads in a run)")
+    p.add_argument("--experiment", help="runs/<experiment>/ (default: the config's)")
+    p.add_argument("--logdir", help="root of the run folders (default: runs)")
+    p.add_argument("--shard", help="i/n, 1-based: run only shard i of n (no report; see the module docs)")
+    p.add_argument("--restart", action="store_true", help="retrain every run from scratch")
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--limit-batches", type=int, help="smoke test: optimizer steps per epoch")
+    p.add_argument("--data-dir", help="folder with the four Fashion-MNIST IDX files")
+    p.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), help="default: the config's (cpu)")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="pool: one run per worker process; stacked: all runs as one batched model in this process "
+                        "(one CUDA graph per step on a GPU); auto (default): stacked on a GPU, pool on CPU")
+    p.add_argument("--precision", choices=("32", "tf32", "bf16-mixed"), help="default 32 (fp32, TF32 off)")
+    p.add_argument("--in-process", action="store_true", help="no worker processes: one run after the other here")
+    p.add_argument("--debug", action="store_true", help="tracebacks instead of one-line errors")
+    return p
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for name in ("workers", "threads", "epochs", "limit_batches"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    shard = parse_shard(args.shard) if args.shard else None
+    cli: dict[str, Any] = {}
+    if args.epochs is not None:
+        cli = merge(cli, {"trainer": {"epochs": args.epochs}})
+    if args.limit_batches is not None:
+        cli = merge(cli, {"trainer": {"limit_batches": args.limit_batches}})
+    if args.accelerator is not None:
+        cli = merge(cli, {"trainer": {"accelerator": args.accelerator}})
+    if args.precision is not None:
+        cli = merge(cli, {"trainer": {"precision": args.precision}})
+    if args.data_dir is not None:
+        cli = merge(cli, {"data": {"data_dir": args.data_dir}})
+    fields: dict[str, Any] = {"cli_overrides": cli, "include_variants": args.variants}
+    if args.opts is not None:
+        fields["opts"] = parse_opts(args.opts)
+    if args.seeds is not None:
+        fields["seeds"] = parse_seeds(args.seeds)
+    if args.lrs is not None:
+        fields["lrs"] = args.lrs
+    if args.experiment is not None:
+        fields["experiment"] = args.experiment
+    if args.logdir is not None:
+        fields["logdir"] = args.logdir
+    cfg = load_review(_config_path(args.config), **fields)
+    workers = args.workers
+    accelerator = ((cfg.cli_overrides.get("trainer") or {}).get("accelerator")
+                   or (cfg.overrides.get("trainer") or {}).get("accelerator"))
+    if workers is None and accelerator in ("gpu", "cuda"):
+        workers = 1  # one GPU: one process drives it (what cannot be stacked runs one after the other)
+    result = review(cfg, workers=workers, restart=args.restart, shard=shard, report=not args.no_report,
+                    in_process=args.in_process, threads=args.threads, engine=args.engine)
+    return result.exit_status

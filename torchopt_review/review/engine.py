@@ -1,0 +1,176 @@
+"""The review itself: plan -> lock -> skip what is finished -> train the rest with the chosen
+engine -> report. :func:`review` is the function API the CLI and ``bench`` call."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, TextIO
+
+from ..config import RunConfig
+from ..errors import ConfigError, UserError
+from ..runs import atomic_write_json, is_finished, read_record, stored_mismatch
+from .expand import expand, review_record, shard_runs
+from .lock import ExperimentLock
+from .plan import ReviewConfig, parse_shard
+from .pool import Scheduler, default_workers
+from .progress import Progress, one_line, plural
+from .results import ReviewResult, RunOutcome, key_of, outcome_of, print_summary
+
+ENGINES = ("auto", "pool", "stacked")
+
+
+def resolve_engine(engine: str, todo: list[RunConfig], run_fn: Callable[..., dict] | None) -> str:
+    """``auto``: stacked when every run trains on a GPU (and ``train.run`` is the run function)."""
+    if engine != "auto":
+        if engine == "stacked" and run_fn is not None:
+            raise ConfigError("engine='stacked' trains with its own loop: it cannot take a run_fn")
+        return engine
+    if run_fn is not None or not todo:
+        return "pool"
+    from ..train import resolve_device
+
+    return "stacked" if all(resolve_device(c.trainer.accelerator) == "cuda" for c in todo) else "pool"
+
+
+def review(
+    cfg: ReviewConfig | Mapping[str, Any],
+    *,
+    workers: int | None = None,
+    run_fn: Callable[..., dict] | None = None,
+    restart: bool = False,
+    shard: tuple[int, int] | str | None = None,
+    report: bool = True,
+    in_process: bool = False,
+    threads: int | None = None,
+    engine: str = "auto",
+    stream: TextIO | None | object = "stderr",
+) -> ReviewResult:
+    """Run a review: expand, lock, skip finished runs, run the rest, record failures, report.
+
+    Args:
+        cfg: a :class:`ReviewConfig` or a mapping with its keys.
+        workers: worker processes (default: the usable CPU cores); at most one per run to do.
+        run_fn: ``train.run`` (default, imported in each worker) or a stand-in with its signature;
+            with worker processes it must be picklable (a module-level function).
+        restart: retrain every run from scratch (checkpoints and finished results are ignored).
+        shard: ``(i, n)`` or ``"i/n"``, 1-based: run only this shard; no report.
+        report: write ``runs/<exp>/report.md`` (via :mod:`torchopt_review.report`) at the end.
+        in_process: run in this process, one run after the other (tests, debugging).
+        threads: torch threads per worker (default 1: see the package docstring's measurement).
+        engine: ``pool`` (one run per worker process), ``stacked`` (every stackable run of the
+            review trained together as one batched model in this process, see
+            :mod:`torchopt_review.stacked`) or ``auto``: stacked when the runs train on a GPU,
+            where it is ~100x faster, the pool on CPU, where it is not faster (``bench review``).
+        stream: where progress and the summary go (default: ``sys.stderr`` at call time; ``None``: silent).
+
+    Raises:
+        UserError: bad configuration, a locked experiment, a run folder holding a different
+            configuration, or an error a run hit that the user must fix (the review stops).
+    """
+    t0 = time.monotonic()
+    if stream == "stderr":
+        stream = sys.stderr
+    if not isinstance(cfg, ReviewConfig):
+        cfg = ReviewConfig.from_mapping(cfg)
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    elif shard is not None:
+        shard = parse_shard(f"{shard[0]}/{shard[1]}")
+    if workers is None:
+        workers = default_workers()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"--workers must be an integer >= 1, got {workers!r}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads!r}")
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+
+    all_runs = expand(cfg)
+    mine = shard_runs(all_runs, shard)
+    if run_fn is None:
+        # The dataset is every run's first need: find and check it (magic numbers, sizes, labels)
+        # before anything is written or spawned. Loading it is ~0.5 s and cached per process.
+        from ..data import load_fashion_mnist
+
+        for data_dir in dict.fromkeys(r.data.data_dir for r in mine):
+            load_fashion_mnist(data_dir)
+    exp_dir = cfg.exp_dir()
+    lock = ExperimentLock(exp_dir, shard).acquire()
+    try:
+        atomic_write_json(exp_dir / "review.json", review_record(cfg, all_runs))
+        outcomes = _finished_before(mine, restart)
+        todo = [rc for rc in mine if key_of(rc) not in outcomes]
+
+        title = f"review {cfg.experiment}" + (f" shard {shard[0]}/{shard[1]}" if shard else "")
+        engine = resolve_engine(engine, todo, run_fn)
+        n_workers = 1 if in_process or engine == "stacked" else max(1, min(workers, len(todo)))
+        progress = Progress(stream, len(mine), {key_of(c): c.trainer.epochs for c in todo}, title, workers=n_workers)
+        progress.count_before(list(outcomes.values()))
+        if stream is not None:
+            skipped = f", {len(outcomes)} finished before (skipped)" if outcomes else ""
+            where = ("stacked in one process" if engine == "stacked"
+                     else f"on {n_workers} worker{'s' * (n_workers != 1)}")
+            print(f"{title}: {plural(len(mine), 'run')}{skipped}, {len(todo)} to run"
+                  + (f" {where}" if todo else ""), file=stream, flush=True)
+        sched = Scheduler(todo, run_fn=run_fn, restart=restart, progress=progress)
+        try:
+            if todo and engine == "stacked":
+                sched.todo = sched.run_stacked()  # what cannot be stacked (a CNN) goes on below
+            if sched.todo and not sched.user_error and in_process:
+                sched.run_in_process()
+            elif sched.todo and not sched.user_error:
+                sched.run_processes(n_workers, threads or 1)
+        finally:
+            progress.close()
+        outcomes.update(sched.outcomes)
+        if sched.user_error:
+            raise UserError(sched.user_error)
+        ordered = [outcomes[key_of(rc)] for rc in mine if key_of(rc) in outcomes]
+        result = ReviewResult(cfg.experiment, exp_dir, ordered, time.monotonic() - t0, shard)
+    finally:
+        lock.release()
+
+    if report and shard is None:
+        result.report, result.report_error = _write_report(exp_dir, review_record(cfg, all_runs), stream)
+    if stream is not None:
+        print_summary(result, stream)
+    return result
+
+
+def _finished_before(runs: list[RunConfig], restart: bool) -> dict[str, RunOutcome]:
+    """The runs whose run.json already holds their result (skipped), by key. A run folder that
+    holds a run of another configuration stops the review (UserError) unless ``restart``."""
+    outcomes: dict[str, RunOutcome] = {}
+    if restart:
+        return outcomes
+    for rc in runs:
+        stored = read_record(rc.run_dir)
+        if not stored:
+            continue
+        diff = stored_mismatch(rc, stored)
+        if diff:
+            raise UserError(
+                f"{rc.run_dir} holds a run with a different configuration ({diff}); "
+                f"use another --experiment, or --restart to retrain it"
+            )
+        if is_finished(rc, stored):
+            outcomes[key_of(rc)] = outcome_of(rc, stored, skipped=True)
+    return outcomes
+
+
+def _write_report(exp_dir: Path, record: dict[str, Any], stream: TextIO | None) -> tuple[Path | None, str | None]:
+    try:
+        from ..report import write_report
+    except ImportError as exc:
+        if stream is not None:
+            print(f"report: not written: torchopt_review.report is not available ({exc})", file=stream)
+        return None, None  # an incomplete install, not a failed review
+    try:
+        return Path(write_report(exp_dir, config=record)), None
+    except Exception as exc:  # noqa: BLE001 - the runs are safe on disk; say how to retry
+        msg = f"{type(exc).__name__}: {one_line(str(exc))}"
+        if stream is not None:
+            print(f"report: failed ({msg}); retry with: python -m torchopt_review.report {exp_dir}", file=stream)
+        return None, msg
