@@ -18,8 +18,9 @@ from torchopt_review.config import load_config
 from torchopt_review.data import epoch_permutation, load_fashion_mnist, split_indices
 from torchopt_review.models import build_model
 from torchopt_review.optim import create_optimizer
-from torchopt_review.stacked import (OptimSpec, SliceOptimizers, StackedMLP, StackedTrainer, _Run, is_stackable,
+from torchopt_review.stacked import (OptimSpec, SliceOptimizers, StackedMLP, StackedTrainer, is_stackable,
                                      stack_key, train_stacked)
+from torchopt_review.stacked.trainer import StackedRun
 
 pytestmark = pytest.mark.filterwarnings("ignore:grad and param do not obey")  # G views, on purpose
 
@@ -224,7 +225,7 @@ def _cfgs(data_dir, logdir, opts=("adam", "sgd"), seeds=(0, 1), epochs=2, **trai
 def test_data_order_is_each_runs_own(synthetic_data_dir, tmp_path):
     cfgs = _cfgs(synthetic_data_dir, tmp_path, opts=("adam",), seeds=(0, 3))
     ds = load_fashion_mnist(synthetic_data_dir)
-    tr = StackedTrainer([_Run(c, r) for r, c in enumerate(cfgs)], ds, "cpu")
+    tr = StackedTrainer([StackedRun(c, r) for r, c in enumerate(cfgs)], ds, "cpu")
     seen = []
     tr.train_step = lambda idx: (seen.append(idx.clone()), (torch.zeros(2), torch.zeros(2)))[1]
     tr.train_epoch(1, None)

@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import math
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,7 +24,9 @@ import yaml
 
 from .errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The configs ship inside the package (torchopt_review/configs is the repository's top-level
+# configs/, linked; a wheel holds the files themselves), so a non-editable install finds them.
+CONFIG_DIR = Path(str(resources.files("torchopt_review") / "configs"))
 
 __all__ = [
     "CONFIG_DIR", "DataConfig", "ModelConfig", "OptimConfig", "TrainerConfig", "RunConfig",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from typing import Callable
 
@@ -24,13 +23,13 @@ class DataError(UserError):
 
 def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """Wrap a CLI ``main``: a :class:`UserError` becomes one line on stderr and exit status 2;
-    ``--debug`` (or ``TORCHOPT_DEBUG=1``) shows the traceback. Anything else is a bug and keeps
+    ``--debug`` shows the traceback. Anything else is a bug and keeps
     its traceback."""
 
     @functools.wraps(main)
     def wrapper(argv: list[str] | None = None) -> int:
         args = sys.argv[1:] if argv is None else argv
-        debug = "--debug" in args or os.environ.get("TORCHOPT_DEBUG") == "1"
+        debug = "--debug" in args
         try:
             return main(argv)
         except UserError as exc:

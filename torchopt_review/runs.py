@@ -60,6 +60,8 @@ RECORD_FIELDS = ("status", "label", "optimizer", "seed", "lr", "epochs", "config
 # TensorBoard: per-epoch curves (x-axis = optimizer steps), lr per param group, diagnostics
 EPOCH_TAGS = {"train_loss": "train/loss", "train_acc": "train/acc", "val_loss": "val/loss", "val_acc": "val/acc"}
 STEP_LOSS_TAG = "train/loss_step"
+MISTAKES_TAG = "test/mistakes"  # image: a grid of test images the trained model gets wrong (+ its caption as text)
+MISTAKES_SEEN, MISTAKES_SHOWN = 1000, 64  # of the first 1,000 test images, the first 64 misclassified
 DIAG_TB_KEYS = ("eff_lr_p50", "update_ratio", "grad_norm")
 HISTOGRAM_BINS = 30
 
@@ -553,6 +555,25 @@ def log_eff_histograms(writer: Any, last_eff: Mapping[str, Any], step: int) -> N
         writer.add_histogram_raw(diag_tag(name, "log10_eff_lr"), min=stats[0], max=stats[1], num=int(x.numel()),
                                  sum=stats[2], sum_squares=stats[3], bucket_limits=edges[1:].tolist(),
                                  bucket_counts=counts.tolist(), global_step=step)
+
+
+def log_mistakes(writer: Any, images: Any, labels: Any, predicted: Any, step: int) -> None:
+    """At the end of a run: the first :data:`MISTAKES_SHOWN` test images (of ``images``, uint8,
+    the first :data:`MISTAKES_SEEN` of the test set) whose ``predicted`` class is wrong, as one
+    ``torchvision.utils.make_grid`` image, with "true -> predicted" per image as its text caption."""
+    from torchvision.utils import make_grid
+
+    from .data import CLASSES
+
+    wrong = (predicted.cpu() != labels.cpu()).nonzero().flatten()[:MISTAKES_SHOWN]
+    if not len(wrong):
+        return
+    side = int(round(images[0].numel() ** 0.5))
+    pixels = images.cpu()[wrong].reshape(len(wrong), 1, side, side).float().div_(255.0)
+    writer.add_image(MISTAKES_TAG, make_grid(pixels, nrow=8, padding=2, pad_value=1.0), step)
+    pairs = [f"{i + 1}. {CLASSES[int(labels[k])]} -> {CLASSES[int(predicted[k])]}" for i, k in enumerate(wrong.tolist())]
+    writer.add_text(MISTAKES_TAG, "Test images the model gets wrong (row by row, true -> predicted):  \n"
+                    + "  \n".join(pairs), step)
 
 
 def say(line: str) -> None:

@@ -266,6 +266,9 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
             trainer.test(module, datamodule=dm, verbose=False)
             test = {"loss": module.epoch_metrics["test_loss"], "acc": module.epoch_metrics["test_acc"]}
             runs.log_hparams(logger, cfg, recorder.rows[-1], test["acc"])
+            x, y = dm.test_x[:runs.MISTAKES_SEEN], dm.test_y[:runs.MISTAKES_SEEN]
+            with torch.no_grad():
+                runs.log_mistakes(logger.experiment, x, y, module(x).argmax(-1), module.opt_steps)
             record = folder.finish(recorder.rows, test=test)
             if summary:
                 runs.say(f"test accuracy {100 * test['acc']:.2f}%  (loss {test['loss']:.4f})  -> {folder.path}")
