@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 
 from torchopt_review import runs as rf
 from torchopt_review.report import write_report
+from torchopt_review.report.markdown import RESULTS_HEADING, SETUP_HEADING
 
 SEEDS = [0, 1, 2, 3, 4]
 SEED_EFFECT = [0.0030, -0.0050, 0.0010, 0.0060, -0.0020]   # shared by every optimizer: a paired design
@@ -300,7 +302,7 @@ def test_tuned_regime_is_kept_apart(tmp_path):
     assert "3 lrs (0.001, 0.01, 0.1)" in tuned
     assert (exp / "lr_sweep.png").read_bytes()[:8] == PNG_MAGIC
     # the fixed regime is the blog-lr members only: sgd at 1e-3 (0.860) vs adam 1e-3 (0.900)
-    overview = md.split("## Fixed-lr regime: overview")[1].split("\n## ")[0]
+    overview = md.split(RESULTS_HEADING)[1].split("\n## ")[0]
     assert "sgd-lr0.001" in overview and "sgd-lr0.1" not in overview
     rows = {r["label"]: r for r in read_csv(exp / "summary.csv")}
     assert rows["sgd-lr0.1"]["regime"] == "lr-grid" and rows["sgd-lr0.001"]["regime"] == "fixed+lr-grid"
@@ -338,14 +340,14 @@ def test_optimizer_order_matches_the_registry():
     # read the registry's entries from its source, so this needs neither torch nor the optimizers
     import ast
 
-    from torchopt_review.blog import BLOG_TABLE, OPTIMIZER_ORDER
+    from torchopt_review.blog import BLOG_TABLE, NAMES, OPTIMIZER_ORDER
 
     src = (Path(__file__).resolve().parents[1] / "torchopt_review" / "optim" / "registry.py").read_text()
     names = [node.args[0].value for node in ast.walk(ast.parse(src))
              if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "OptimizerSpec"
              and node.args and isinstance(node.args[0], ast.Constant)]
     assert list(OPTIMIZER_ORDER) == names
-    assert set(BLOG_TABLE) == set(OPTIMIZER_ORDER)
+    assert set(BLOG_TABLE) == set(OPTIMIZER_ORDER) == set(NAMES)
 
 
 def test_holm_can_overturn_a_raw_significant_result(tmp_path):
@@ -406,3 +408,64 @@ def test_report_and_compare_go_through_runs_and_use_no_private_names():
             if isinstance(node, ast.ImportFrom) and node.module != "__future__":
                 private = [a.name for a in node.names if a.name.startswith("_")]
                 assert not private, f"{path.name} imports private names {private} from {node.module}"
+
+
+# The optimizers each claim is about (claim 5: the blog's whole set).
+CLAIM_OPTIMIZERS = {1: {"momentum", "sgd"}, 2: {"nesterov", "momentum"}, 3: {"adagrad", "rmsprop"},
+                    4: {"rmsprop", "adagrad"}, 5: set(LEVEL), 6: {"nadam", "adam"}}
+
+
+def test_a_small_review_reads_true(tmp_path):
+    # 3 optimizers x 2 seeds x 2 epochs, plus a momentum whose runs all failed. Nadam is ahead of
+    # Adam, and both of SGD, by the same margin on every seed (p = 0), so a claim tested on this
+    # partial set would come out "supported".
+    exp = tmp_path / "small"
+    curves = {"sgd": (0.80, 0.82), "adam": (0.84, 0.86), "nadam": (0.845, 0.87)}
+    for label, (e1, e2) in curves.items():
+        for s in (0, 1):
+            write_run(exp, label, s, val_curve=[e1, e2 + 0.001 * s])
+    for s in (0, 1):
+        write_run(exp, "momentum", s, val_curve=[0.5], status="failed", error="RuntimeError: boom")
+    write_report(exp)
+    md = (exp / "report.md").read_text()
+
+    # results first: the headline figure, the verdicts, the numbers beside the blog's; set-up last, folded
+    results, setup = md.index(RESULTS_HEADING), md.index(SETUP_HEADING)
+    assert results < setup and md.rstrip().endswith("</details>")
+    head = md[results:].split("\n## ")[0]
+    assert head.index("](train_loss.png)") < head.index("| the blog's claim | verdict | in plain words")
+    assert "blog val acc %" in head
+    assert "<details>" in md[setup:] and "```json" not in md[:setup]
+
+    # the numbers it states are the ones that ran: seeds 0 and 1, 2 epochs, 2 pairs
+    assert "on seeds 0, 1 for 2 epochs: 6 runs finished" in md
+    assert "2 more diverged, failed or are incomplete" in md
+    assert set(re.findall(r"with (\d+) pairs", md)) == {"2"}
+    assert re.findall(r"runs used \(seeds ([\d, ]+)\), (\d+) epochs", md) == [("0, 1", "2")] * 3
+    assert "Epochs completed by finished runs: 2." in md
+    assert "5 pairs" not in md and "5 seeds" not in md
+    assert md.count("its runs stopped at epoch 2, and the observation is about what happens after epoch ~10") == 2
+    assert "Nadam beat Adam on 2 of 2 seeds" in md
+
+    # no claim about optimizers that did not all run is decided; those that did are
+    verdicts = claim_verdicts(exp)
+    ran = {"sgd", "adam", "nadam"}
+    for claim, needs in CLAIM_OPTIMIZERS.items():
+        if not needs <= ran:
+            assert verdicts[claim] == "not tested", (claim, verdicts[claim])
+    assert verdicts[6] == "supported"
+    five = next(r for r in read_csv(exp / "claims.csv") if r["test"] == "5")
+    assert "no finished runs of momentum, nesterov, adagrad, rmsprop, adamax" in five["note"]
+    one = next(r for r in read_csv(exp / "claims.csv") if r["test"] == "1")
+    assert one["note"] == "no finished runs of 'momentum'"
+
+    # a largest increase is never negative (val loss only falls here)
+    for row in read_csv(exp / "summary.csv"):
+        if row["max_val_loss_jump_n"] != "0":
+            assert float(row["max_val_loss_jump_mean"]) >= 0.0, row["label"]
+
+    # every figure the report embeds exists
+    embedded = re.findall(r"\]\(([\w.]+\.png)\)", md)
+    assert {"train_loss.png", "validation.png", "pairings.png", "test_acc.png"} <= set(embedded)
+    for name in embedded:
+        assert (exp / name).read_bytes()[:8] == PNG_MAGIC, name

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "SOURCE", "BLOG_EPOCH", "BLOG_LR", "BLOG_SEED", "OPTIMIZER_ORDER", "BlogRow", "BLOG_TABLE",
+    "SOURCE", "BLOG_EPOCH", "BLOG_LR", "BLOG_SEED", "OPTIMIZER_ORDER", "NAMES", "BlogRow", "BLOG_TABLE",
     "CLAIMS", "OBSERVATIONS", "blog_row_for",
 ]
 
@@ -32,6 +32,9 @@ BLOG_SEED = 50           # a single seed per optimizer
 # lists them (torchopt_review/optim/registry.py). Kept here as plain strings so the report never
 # imports torch; tests check it against the registry.
 OPTIMIZER_ORDER = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "nadam", "adamax")
+# How prose names them (the report's plain-words verdicts).
+NAMES = {"sgd": "SGD", "momentum": "Momentum", "nesterov": "Nesterov", "adagrad": "AdaGrad", "rmsprop": "RMSprop",
+         "adam": "Adam", "nadam": "Nadam", "adamax": "Adamax"}
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from .fmt import fmt_diff, fmt_p
 from .labels import Label
 from .scalars import LATE_WINDOW, METRIC_BY_KEY
 
-__all__ = ["ALPHA", "SLIGHT_MARGIN", "ClaimTest", "Claim", "judge_claims"]
+__all__ = ["ALPHA", "SLIGHT_MARGIN", "ClaimTest", "Claim", "judge_claims", "plain_sentence"]
 
 ALPHA = 0.05                 # family-wise error rate of the claim tests (Holm)
 SLIGHT_MARGIN = 0.01         # claim 2: "slightly" = less than 1 pp of val accuracy
@@ -53,25 +53,41 @@ class Claim:
     tests: list[ClaimTest]
     verdict: str = ""
     reason: str = ""
+    qualifier: str = ""        # claim 2: what its CI says about "only slightly"
 
 
 def _make_test(claim: int, test_id: str, key: str, la: Label | None, lb: Label | None, expected: int,
                role: str = "test", a_name: str = "", b_name: str = "") -> ClaimTest:
     a_name = la.name if la else a_name
     b_name = lb.name if lb else b_name
-    if la is None or lb is None:
-        missing = a_name if la is None else b_name
-        return ClaimTest(claim, test_id, key, a_name, b_name, expected, role, None,
-                         verdict="not tested", note=f"no finished runs of {missing!r}")
+    missing = [name for lab, name in ((la, a_name), (lb, b_name)) if lab is None or not lab.used]
+    if missing:
+        return ClaimTest(claim, test_id, key, a_name, b_name, expected, role, None, verdict="not tested",
+                         note="no finished runs of " + " or ".join(repr(m) for m in missing))
     seeds = sorted(set(la.scalars) & set(lb.scalars))
     a, b = la.values(key, seeds), lb.values(key, seeds)
     res = paired_test(a, b, seeds=seeds)
     d = a - b
     wins = int(np.sum(np.sign(d[np.isfinite(d)]) == expected))
     t = ClaimTest(claim, test_id, key, a_name, b_name, expected, role, res, wins=wins)
-    if res.n < 2:
+    if res.n == 0:
+        t.verdict, t.result = "not tested", None
+        t.note = _why_undefined(key, la, lb, seeds)
+    elif res.n < 2:
         t.verdict, t.note = "not resolved (n<2)", f"{res.n} paired seed(s)"
     return t
+
+
+def _why_undefined(key: str, la: Label, lb: Label, seeds: list[int]) -> str:
+    """Why no seed gives both labels a value of ``key``."""
+    if not seeds:
+        return f"no seed finished for both {la.name!r} and {lb.name!r}"
+    epochs = min(la.epochs, lb.epochs)
+    if key == "late_progress" and epochs <= LATE_WINDOW:
+        return f"the runs have {epochs} epochs; progress over the last {LATE_WINDOW} needs more than {LATE_WINDOW}"
+    if key == "eff_lr_log_ratio":
+        return "no diagnostics.csv spanning more than one epoch for both"
+    return f"{METRIC_BY_KEY[key].title} is undefined for every paired seed"
 
 
 def _direction_verdict(t: ClaimTest, p: float) -> str:
@@ -99,9 +115,7 @@ def judge_claims(by_opt: dict[str, Label], acc_key: str) -> list[Claim]:
                         [_make_test(2, "2", acc_key, L("nesterov"), L("momentum"), +1, a_name="nesterov", b_name="momentum")]))
     t3 = [_make_test(3, "3a", "eff_lr_log_ratio", L("adagrad"), L("rmsprop"), -1, a_name="adagrad", b_name="rmsprop"),
           _make_test(3, "3b", "late_progress", L("adagrad"), L("rmsprop"), -1, a_name="adagrad", b_name="rmsprop")]
-    have_diag = t3[0].result is not None and t3[0].result.n > 0
-    if not have_diag:
-        t3[0].verdict, t3[0].result = "not tested", None
+    if t3[0].verdict == "not tested" and not t3[0].note.startswith("no finished runs"):
         t3[0].note = "no diagnostics.csv for both adagrad and rmsprop"
     claims.append(Claim(3, blog.CLAIMS[3],
                         "(3a, the mechanism) log of the median coordinate's effective step size at the last logged "
@@ -113,13 +127,16 @@ def judge_claims(by_opt: dict[str, Label], acc_key: str) -> list[Claim]:
                         "progress). Supported only if every sub-test that ran is supported.", t3))
     claims.append(Claim(4, blog.CLAIMS[4], f"{acc_title}, rmsprop - adagrad, paired by seed; the claim predicts > 0.",
                         [_make_test(4, "4", acc_key, L("rmsprop"), L("adagrad"), +1, a_name="rmsprop", b_name="adagrad")]))
-    others = [o for o in by_opt if o not in ("adam", "nadam")]
+    # Claim 5 is about the blog's whole set: Adam and Nadam ahead of each of the other six. With
+    # some of them missing it would be a different, weaker claim, so it is then not tested.
+    others = [o for o in blog.OPTIMIZER_ORDER if o not in ("adam", "nadam")]
+    absent = [o for o in blog.OPTIMIZER_ORDER if o not in by_opt or not by_opt[o].used]
     comps = [_make_test(5, f"5:{x}>{y}", acc_key, L(x), L(y), +1, role="component", a_name=x, b_name=y)
-             for x in ("adam", "nadam") for y in others]
+             for x in ("adam", "nadam") for y in others if x not in absent and y not in absent]
     agg = ClaimTest(5, "5", acc_key, "adam, nadam", "each other optimizer", +1, "test", None)
     claims.append(Claim(5, blog.CLAIMS[5],
-                        f"{acc_title}: adam - X and nadam - X for every other optimizer X in this regime "
-                        f"({', '.join(others) or 'none'}), paired by seed. Intersection-union test: supported only "
+                        f"{acc_title}: adam - X and nadam - X for every other optimizer X the blog compared "
+                        f"({', '.join(others)}), paired by seed; tested only when all eight ran. Intersection-union test: supported only "
                         "if every difference is > 0 and significant, so the claim's p-value is the largest "
                         "component p; contradicted if some X beats Adam or Nadam significantly "
                         "(Bonferroni over the components, then Holm with the other claims).",
@@ -130,8 +147,10 @@ def judge_claims(by_opt: dict[str, Label], acc_key: str) -> list[Claim]:
 
     # Claim 5's aggregate p-value (intersection-union / Bonferroni, see the definition).
     ran = [c for c in comps if c.result is not None and c.result.n >= 2 and math.isfinite(c.result.p_t)]
-    if not L("adam") or not L("nadam") or not others:
-        agg.verdict, agg.note = "not tested", "needs adam, nadam and at least one other optimizer"
+    if absent:
+        agg.verdict = "not tested"
+        agg.note = (f"the claim is about all {len(blog.OPTIMIZER_ORDER)} of the blog's optimizers; "
+                    f"no finished runs of {', '.join(absent)}")
     elif len(ran) < len(comps):
         agg.verdict, agg.note = "not resolved (n<2)", "some pairwise comparisons have fewer than 2 paired seeds"
         agg.result = None
@@ -204,6 +223,7 @@ def _claim_verdict(cl: Claim) -> None:
                          f"lies within +-{SLIGHT_MARGIN * 100:.0f} pp, so the two are equivalent to within "
                          f"{SLIGHT_MARGIN * 100:.0f} pp -- the 'only slightly' part holds, 'better' is not shown")
     if cl.reason:
+        cl.qualifier = cl.reason
         return
     parts = []
     for t in ran:
@@ -227,3 +247,67 @@ def _claim_verdict(cl: Claim) -> None:
                      f"{fmt_diff(weakest.metric, weakest.result.mean_diff)} (raw p = {fmt_p(weakest.result.p_t)}); "
                      f"Holm p = {fmt_p(cl.tests[0].p_holm)}"]
     cl.reason = "; ".join(parts)
+
+
+# -- in plain words -------------------------------------------------------------------------------
+
+def _says(t: ClaimTest) -> str:
+    """What the claim predicts for one seed, in words."""
+    a, b = blog.NAMES.get(t.a, t.a), blog.NAMES.get(t.b, t.b)
+    if t.metric == "eff_lr_log_ratio":
+        return f"{a}'s effective step size shrank more than {b}'s"
+    if t.metric == "late_progress":
+        return f"{a} made less progress than {b} over the last {LATE_WINDOW} epochs"
+    return f"{a} beat {b}"
+
+
+def _test_sentence(t: ClaimTest) -> str:
+    r = t.result
+    if r is None or t.verdict == "not tested":
+        return f"not tested: {t.note}" if t.note else "not tested"
+    seeds = "seed" if r.n == 1 else "seeds"
+    head = f"{_says(t)} on {t.wins} of {r.n} {seeds}"
+    if r.n < 2:
+        return f"{head}; one seed cannot separate a difference from seed-to-seed noise"
+    diff = f"the average difference, {fmt_diff(t.metric, r.mean_diff)},"
+    p = f"Holm p = {fmt_p(t.p_holm)}"
+    if t.verdict == "supported":
+        return f"{head}; {diff} is larger than seed-to-seed noise ({p})"
+    if t.verdict == "contradicted":
+        return f"{head}; {diff} goes against the claim and is larger than seed-to-seed noise ({p})"
+    return f"{head}; {diff} is within noise ({p})"
+
+
+def _sentence(text: str) -> str:
+    text = text.strip().rstrip(".")
+    return text[:1].upper() + text[1:] + "." if text else ""
+
+
+def plain_sentence(cl: Claim) -> str:
+    """The verdict in one or two plain sentences, from the same numbers as the statistics."""
+    main = [t for t in cl.tests if t.role == "test"]
+    if cl.number == 5:
+        agg = main[0]
+        comps = [c for c in cl.tests if c.role == "component" and c.result is not None and c.result.n >= 2]
+        if agg.verdict == "not tested" or not comps:
+            return _sentence(f"not tested: {agg.note}" if agg.note else "not tested")
+        if agg.verdict.startswith("not resolved (n<2)"):
+            return _sentence("fewer than 2 seeds paired in some comparison, so the claim cannot be tested")
+        ahead = sum(1 for c in comps if c.result.mean_diff > 0)
+        head = f"Adam and Nadam were ahead on average in {ahead} of {len(comps)} pairwise comparisons"
+        p = f"Holm p = {fmt_p(agg.p_holm)}"
+        if agg.verdict == "supported":
+            return _sentence(f"{head}, every gap larger than seed-to-seed noise ({p})")
+        if agg.verdict == "contradicted":
+            return _sentence(f"{head}; some other optimizer is ahead of one of them by more than noise ({p})")
+        return _sentence(f"{head}; not every gap is larger than seed-to-seed noise ({p})")
+    if all(t.verdict == "not tested" for t in main):
+        notes = list(dict.fromkeys(t.note for t in main if t.note))
+        return _sentence("not tested: " + "; ".join(notes) if notes else "not tested")
+    parts = [_test_sentence(t) for t in main]
+    if len(main) > 1:
+        parts = [f"{t.test_id}: {p}" for t, p in zip(main, parts)]
+    out = " ".join(_sentence(p) for p in parts)
+    if cl.qualifier:
+        out += " " + _sentence(cl.qualifier)
+    return out

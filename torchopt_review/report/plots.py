@@ -7,6 +7,7 @@ drawing leaves the previous figure or the new one, never a torn file.
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -68,14 +69,43 @@ def _draw(ax: Any, lab: Label, labels: Sequence[Label], col: str, legend: bool =
 
 
 def _acc_axis(ax: Any, labs: Sequence[Label], col: str = "val_acc") -> None:
-    from matplotlib.ticker import FuncFormatter
+    """Percent ticks with as many decimals as the range needs (no two alike), and limits that hold
+    every mean curve and seed band whole."""
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-    vals = np.concatenate([_curve(l, col)[1] for l in labs]) if labs else np.zeros(0)
+    vals = np.concatenate([np.concatenate(_curve(l, col)[1:]) for l in labs]) if labs else np.zeros(0)
     vals = vals[np.isfinite(vals)]
     if vals.size:
-        lo = max(0.0, float(np.percentile(vals, 5)) - 0.01)
-        ax.set_ylim(lo, min(1.0, float(vals.max()) + 0.01))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.0f}%"))
+        lo, hi = float(vals.min()), float(vals.max())
+        pad = max(0.05 * (hi - lo), 0.002)
+        ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
+
+
+def _loss_axis(ax: Any) -> None:
+    """Log scale with plain-number tick labels (0.3, not 3x10^-1); minor ticks are labelled
+    only as densely as the axis's span in decades leaves room for."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_yscale("log")
+
+    def minor(v: float, _pos: int) -> str:
+        lo, hi = ax.get_ylim()
+        span = math.log10(hi / lo) if 0 < lo < hi else 0.0
+        mantissa = round(v / 10 ** math.floor(math.log10(v)), 6) if v > 0 else 0.0
+        keep = range(1, 10) if span < 0.5 else (2, 3, 5) if span < 1.2 else (2, 5) if span < 2 else ()
+        return f"{v:.3g}" if mantissa in keep else ""
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+    ax.yaxis.grid(True, which="both")  # a short log axis may hold no major (10^k) tick at all
+
+
+def _epoch_axis(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def final_acc_key(fixed: Sequence[Label], tuned_pick: dict[str, Label]) -> str:
@@ -92,18 +122,22 @@ def make_plots(exp_dir: Path, fixed: list[Label], by_opt: dict[str, Label], grid
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 10, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
-                         "axes.spines.right": False, "figure.dpi": 110})
+    style = {"font.size": 10, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
+             "axes.spines.right": False, "figure.dpi": 110}
+    with plt.rc_context(style):  # this report's look, without changing the caller's matplotlib
+        return _make_plots(plt, exp_dir, fixed, by_opt, grids, tuned_pick)
+
+
+def _make_plots(plt: Any, exp_dir: Path, fixed: list[Label], by_opt: dict[str, Label], grids: dict[str, list[Label]],
+                tuned_pick: dict[str, Label]) -> dict[str, str]:
     written: dict[str, str] = {}
     labs = [l for l in fixed if l.used]
     band = "band: min–max over seeds"
 
     def save(fig: Any, name: str) -> None:
-        from matplotlib.ticker import MaxNLocator
-
         for ax in fig.axes:  # epochs are whole numbers
             if ax.get_xlabel() == "epoch":
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                _epoch_axis(ax)
         rf.atomic_write(exp_dir / name, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
         plt.close(fig)
         written[name.removesuffix(".png")] = name
@@ -113,13 +147,13 @@ def make_plots(exp_dir: Path, fixed: list[Label], by_opt: dict[str, Label], grid
         fig, ax = plt.subplots(figsize=(9, 5.5))
         for lab in labs:
             _draw(ax, lab, labs, "train_loss")
-        ax.set_yscale("log")
+        _loss_axis(ax)
         ax.set(xlabel="epoch", ylabel="train loss (running mean over the epoch, log scale)",
                title=f"Training loss, mean over seeds ({band})")
-        ax.legend(loc="upper right", fontsize=9, ncol=2)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
         save(fig, "train_loss.png")
 
-        # Its validation companion.
+        # Its validation companion; one legend beside both panels, clear of the bands.
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(14, 5.2))
         for lab in labs:
             _draw(a1, lab, labs, "val_acc")
@@ -128,33 +162,40 @@ def make_plots(exp_dir: Path, fixed: list[Label], by_opt: dict[str, Label], grid
         for t in TARGETS:
             a1.axhline(t, color="grey", lw=0.8, ls=":")
         a1.set(xlabel="epoch", ylabel="val accuracy", title=f"Validation accuracy ({band}; dotted: targets)")
-        a2.set_yscale("log")
+        _loss_axis(a2)
         a2.set(xlabel="epoch", ylabel="val loss (log scale)", title=f"Validation loss ({band})")
-        a1.legend(loc="lower right", fontsize=9, ncol=2)
+        fig.tight_layout()
+        fig.legend(*a1.get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=9)
         save(fig, "validation.png")
 
-        # The blog's pairings, small multiples: train loss on top, val acc below.
-        fig, axes = plt.subplots(2, len(_PAIRINGS), figsize=(3.6 * len(_PAIRINGS), 6.6), squeeze=False)
-        for j, pair in enumerate(_PAIRINGS):
+        # The blog's pairings, small multiples: train loss on top, val acc below; a pairing is
+        # drawn when at least two of its optimizers have runs.
+        pairings = []
+        for pair in _PAIRINGS:
             members = [by_opt[o] for o in pair if o in by_opt and by_opt[o].used]
-            top, bottom = axes[0, j], axes[1, j]
-            top.set_title(" vs ".join(pair), fontsize=10)
-            if not members:
-                top.text(0.5, 0.5, "no runs", ha="center", transform=top.transAxes)
-                bottom.text(0.5, 0.5, "no runs", ha="center", transform=bottom.transAxes)
-                continue
-            for lab in members:
-                _draw(top, lab, labs, "train_loss")
-                _draw(bottom, lab, labs, "val_acc", legend=False)
-            top.set_yscale("log")
-            _acc_axis(bottom, members)
-            top.legend(fontsize=8)
-            bottom.set_xlabel("epoch")
-        axes[0, 0].set_ylabel("train loss (log)")
-        axes[1, 0].set_ylabel("val accuracy")
-        fig.suptitle(f"The blog's pairings, mean over seeds ({band})", y=1.0)
-        fig.tight_layout()
-        save(fig, "pairings.png")
+            if len(members) >= 2:
+                absent = [o for o in pair if o not in {m.optimizer for m in members}]
+                title = " vs ".join(m.name for m in members) + (f"\n({', '.join(absent)}: no runs)" if absent else "")
+                pairings.append((title, members))
+        if pairings:
+            fig, axes = plt.subplots(2, len(pairings), figsize=(3.6 * len(pairings) + 0.8, 6.6), squeeze=False,
+                                     sharex=True)
+            for j, (title, members) in enumerate(pairings):
+                top, bottom = axes[0, j], axes[1, j]
+                top.set_title(title, fontsize=10)
+                for lab in members:
+                    _draw(top, lab, labs, "train_loss")
+                    _draw(bottom, lab, labs, "val_acc", legend=False)
+                _loss_axis(top)
+                _acc_axis(bottom, members)
+                top.legend(fontsize=8, loc="best")
+                bottom.set_xlabel("epoch")
+                _epoch_axis(bottom)
+            axes[0, 0].set_ylabel("train loss (log)")
+            axes[1, 0].set_ylabel("val accuracy")
+            fig.suptitle(f"The blog's pairings, mean over seeds ({band})", y=1.0)
+            fig.tight_layout()
+            save(fig, "pairings.png")
 
     # Why: effective step size over training, from diagnostics.csv.
     diag_labs = [l for l in labs if any(r.diagnostics is not None for r in l.used)]

@@ -56,8 +56,8 @@ METRICS: list[Metric] = [
     Metric("train_acc_e20", "train acc at epoch 20", "acc", "train_acc"),
     Metric("val_loss_e20", "val loss at epoch 20", "loss", "val_loss"),
     Metric("val_acc_e20", "val acc at epoch 20", "acc", "val_acc"),
-    Metric("max_val_loss_jump", "largest epoch-over-epoch val-loss increase", "loss"),
-    Metric("max_val_loss_jump_rel", "largest relative epoch-over-epoch val-loss increase", "frac"),
+    Metric("max_val_loss_jump", "largest epoch-over-epoch val-loss increase (0: it never rose)", "loss"),
+    Metric("max_val_loss_jump_rel", "largest relative epoch-over-epoch val-loss increase (0: it never rose)", "frac"),
     Metric("val_loss_spikes", f"epochs whose val loss rose > {SPIKE_REL:.0%}", "count"),
     Metric("min_val_loss_epoch", "epoch of minimum val loss", "epoch"),
     Metric("val_loss_rise", "val loss: final minus minimum", "loss"),
@@ -116,8 +116,11 @@ def run_scalars(run: Run) -> dict[str, float]:
     if epochs.size >= 2:
         jumps = np.diff(val_loss)
         rel = jumps / val_loss[:-1]
-        out["max_val_loss_jump"] = float(np.nanmax(jumps))
-        out["max_val_loss_jump_rel"] = float(np.nanmax(rel))
+        # an increase: 0 when val loss never rose (a falling curve's "largest increase" is not negative)
+        if np.any(np.isfinite(jumps)):
+            out["max_val_loss_jump"] = max(0.0, float(np.nanmax(jumps)))
+        if np.any(np.isfinite(rel)):
+            out["max_val_loss_jump_rel"] = max(0.0, float(np.nanmax(rel)))
         out["val_loss_spikes"] = float(np.sum(rel > SPIKE_REL))
     if np.any(np.isfinite(val_loss)):
         j = int(np.nanargmin(val_loss))
