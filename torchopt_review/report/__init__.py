@@ -4,10 +4,11 @@ Reads what the training path wrote for every run, ``runs/<experiment>/<label>/se
 ``metrics.csv`` (one row per epoch), ``run.json`` (status, config, versions, test metrics) and,
 when present, ``diagnostics.csv`` (per-parameter effective step sizes). Writes beside them:
 
-* ``report.md`` -- setup, per-label tables (mean +- std, 95 % t-interval, n; the blog's
-  single-seed numbers beside ours), a verdict on each of the blog's six claims from paired tests
-  across seeds with Holm correction, the blog's two observations in numbers, failed and
-  diverged runs, and a tuned-lr section when the experiment has an lr grid;
+* ``report.md`` -- in the order a reader wants it: what ran; the results (the headline training-
+  loss figure, a verdict on each of the blog's six claims in plain words beside its Holm p and
+  d_z, our final numbers beside the blog's single-seed ones); then each claim's paired tests, the
+  blog's two observations in numbers, failed and diverged runs, a tuned-lr section when the
+  experiment has an lr grid, per-label tables; the set-up last, folded;
 * ``summary.csv`` (one row per label) and ``claims.csv`` (one row per test);
 * PNG plots, embedded in ``report.md`` with relative links.
 
@@ -25,7 +26,8 @@ One job per module, in the order the data flows::
     analysis.py  all of the above for one experiment
     fmt.py       how numbers are printed
     plots.py     the PNGs (matplotlib)
-    markdown.py  report.md
+    markdown.py  report.md: what ran, the results, the set-up
+    sections.py  report.md: the claims in detail, observations, left-out runs, tuned lr, per label
     tables.py    summary.csv, claims.csv
     write.py     write_report: read, analyse, write every file atomically
     cli.py       the command line (``__main__.py`` runs it)
@@ -40,9 +42,10 @@ How the statistics work (also written into the report):
   when its Holm-adjusted p < 0.05 and the difference has the claimed sign, *contradicted* when
   it is significant with the opposite sign, *not resolved* otherwise;
 * claim 5 ("Adam and Nadam end best") is an intersection-union test: Adam and Nadam each against
-  every other optimizer; it is supported only if all those pairwise differences are positive and
-  significant, so its p-value is the largest of theirs (no correction needed inside an
-  intersection-union test).
+  every other optimizer the blog compared; it is supported only if all those pairwise differences
+  are positive and significant, so its p-value is the largest of theirs (no correction needed
+  inside an intersection-union test). It is tested only when all eight optimizers ran;
+* a claim one of whose optimizers has no finished run is "not tested", with the reason.
 """
 
 from __future__ import annotations
