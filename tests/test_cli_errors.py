@@ -96,7 +96,29 @@ def _make_file(name: str) -> Callable[[Path], str]:
 
 # Each row: id, argv (strings; callables get the working folder and return a string), needles.
 # --data-dir points at good synthetic data unless the row gives its own.
+def _no_test_images(d: Path) -> None:
+    write_idx(d / "t10k-images-idx3-ubyte", torch.zeros(0, 28, 28), gz=False)
+    write_idx(d / "t10k-labels-idx1-ubyte", torch.zeros(0), gz=False)
+
+
 TRAIN_ROWS = [
+    # values nobody checked before (issue "Hostile inputs"): refused before anything is written
+    ("betas-one", ["--opt", "adam", "--set", "optim.kwargs.betas=[0.9]"],
+     ["optim.kwargs.betas must be a list of 2 numbers", "got [0.9]"]),
+    ("betas-three", ["--opt", "adam", "--set", "optim.kwargs.betas=[0.9,0.999,0.5]"],
+     ["optim.kwargs.betas must be a list of 2 numbers"]),
+    ("betas-mapping", ["--opt", "adam", "--set", "optim.kwargs.betas={a: 1}"], ["optim.kwargs.betas must be a list of 2"]),
+    ("nesterov-perhaps", ["--opt", "nesterov", "--set", "optim.kwargs.nesterov=perhaps"],
+     ["optim.kwargs.nesterov must be true or false, got 'perhaps'"]),
+    ("kwarg-unknown", ["--opt", "adam", "--set", "optim.kwargs.beta=[0.9,0.99]"],
+     ["Adam has no argument 'beta'", "did you mean 'betas'"]),
+    ("optim-not-a-section", ["--set", "optim=5"], ["optim must be a section", "got 5"]),
+    ("yaml-trainer-not-a-section", ["--config", yaml_file("trainer: 5\n")], ["trainer must be a mapping, got 5"]),
+    ("yaml-self-alias", ["--config", yaml_file("a: &x [*x]\n")], ["refers to itself"]),
+    ("set-self-alias", ["--set", "optim.kwargs.betas=&x [*x]"], ["refers to itself"]),
+    ("seed-2-64", ["--seed", "18446744073709551615"], ["the seed must be between 0 and 4294967295"]),
+    ("experiment-too-long", ["--experiment", "x" * 300], ["300 bytes long", "at most 255"]),
+    ("no-test-images", ["--data-dir", data_variant(_no_test_images)], ["t10k-images-idx3-ubyte", "holds no data"]),
     # optimizer names and hyperparameters from the CLI
     ("unknown-opt", ["--opt", "adamw"], ["unknown optimizer 'adamw'", "did you mean 'adam'", f"valid names: {VALID}"]),
     ("unknown-opt-far", ["--opt", "lbfgs"], ["unknown optimizer 'lbfgs'", VALID]),

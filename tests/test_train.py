@@ -145,3 +145,28 @@ def test_tensorboard_serves_the_run(smoke_run):
         assert "val/acc" in tags["default/adam/seed0"]
     finally:
         server.shutdown()
+
+
+def test_mistakes_grid_shows_the_test_images_the_model_gets_wrong(smoke_run, synthetic_data_dir):
+    """The torchvision grid at the end of a run holds exactly the first (up to 64) misclassified
+    test images, re-computed here from the checkpoint's weights with a plain model."""
+    import torch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from torchopt_review.data import load_fashion_mnist, to_float
+    from torchopt_review.models import build_model
+
+    _, run_dir, _ = smoke_run
+    state = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    model = build_model("blog_mlp")
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    ds = load_fashion_mnist(str(synthetic_data_dir))
+    x, y = ds.test_images[:1000], ds.test_labels[:1000]
+    with torch.no_grad():
+        wrong = int((model(to_float(x)).argmax(1) != y).sum())
+    shown = min(wrong, 64)
+    assert shown > 0
+    acc = EventAccumulator(str(run_dir), size_guidance={"images": 0}).Reload()
+    (image,) = acc.Images("test/mistakes")
+    cols, rows_ = min(shown, 8), -(-shown // 8)  # make_grid: 8 per row, 2 px padding around 28 px images
+    assert (image.width, image.height) == (cols * 30 + 2, rows_ * 30 + 2)

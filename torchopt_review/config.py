@@ -12,6 +12,7 @@ string) and range-checked.
 from __future__ import annotations
 
 import copy
+import json
 import dataclasses
 import difflib
 import math
@@ -128,11 +129,20 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {p} is not valid YAML: {yaml_problem(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {p} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+    check_acyclic(data, f"config file {p}")
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping (key: value lines), not a {type(data).__name__}")
     return data
+
+
+def check_acyclic(data: Any, where: str) -> None:
+    """YAML lets a value contain itself (``a: &x [*x]``); such a value has no end: refuse it."""
+    try:
+        json.dumps(data, default=str)
+    except (RecursionError, ValueError):
+        raise ConfigError(f"{where} holds a value that refers to itself (a YAML alias inside its own anchor)") from None
 
 
 def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -264,23 +274,68 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"trainer.graph_step must be auto, on or off, got {t.graph_step!r}")
     if t.gradient_clip_val is not None and not t.gradient_clip_val > 0:
         raise ConfigError(f"trainer.gradient_clip_val must be positive, got {t.gradient_clip_val}")
-    if cfg.seed < 0:
-        raise ConfigError(f"the seed must be >= 0, got {cfg.seed}")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise ConfigError(f"the seed must be between 0 and {MAX_SEED} (2**32 - 1), got {cfg.seed}")
     for name in ("experiment", "run_label"):
-        value = getattr(cfg, name)
-        if not value or "/" in value or value.startswith("."):
-            raise ConfigError(f"{name} {value!r} must be a plain folder name")
-    spec = REGISTRY[cfg.optim.name]
-    # Build the optimizer once on a dummy parameter: its own validation (torch's messages) runs now,
-    # before anything is written.
+        check_folder_name(getattr(cfg, name), name)
+    _check_optimizer(REGISTRY[cfg.optim.name], cfg.optim)
+
+
+def _kwarg_type_problem(value: Any, default: Any, annotation: str) -> str | None:
+    """Whether ``value`` has the type of the optimizer argument whose default is ``default``."""
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    if isinstance(default, bool) or (default is None and "bool" in annotation):
+        ok = isinstance(value, bool) or (default is None and value is None)
+        return None if ok else "true or false"
+    if isinstance(default, tuple):
+        ok = isinstance(value, (list, tuple)) and len(value) == len(default) and all(number(v) for v in value)
+        return None if ok else f"a list of {len(default)} numbers, like {list(default)}"
+    if number(default) or (default is None and "float" in annotation):
+        return None if number(value) or (default is None and value is None) else "a number"
+    return None
+
+
+def _check_optimizer(spec: Any, optim: OptimConfig) -> None:
+    """Every ``optim.kwargs`` key is an argument of the class, of the argument's type; then the
+    optimizer is built and takes one step on a dummy parameter, so its own validation (torch's
+    messages) and anything that would fail at the first step fail now, before anything is written."""
+    import inspect
+
     import torch
 
+    params = inspect.signature(spec.cls.__init__).parameters
+    names = [n for n in params if n not in ("self", "params", "semantics", "lr")]
+    for key, value in optim.kwargs.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(names)}"
+            raise ConfigError(f"optim.kwargs.{key}: {spec.cls.__name__} has no argument {key!r}{hint}")
+        want = _kwarg_type_problem(value, params[key].default, str(params[key].annotation))
+        if want:
+            raise ConfigError(f"optim.kwargs.{key} must be {want}, got {value!r}")
     try:
-        spec.cls([torch.nn.Parameter(torch.zeros(1))], **spec.kwargs(semantics=cfg.optim.semantics, lr=cfg.optim.lr, **cfg.optim.kwargs))
-    except TypeError as exc:
-        raise ConfigError(f"bad optimizer argument for {cfg.optim.name} (optim.kwargs {cfg.optim.kwargs}): {exc}") from None
-    except ValueError as exc:
-        raise ConfigError(f"bad hyperparameter for {cfg.optim.name}: {exc}") from None
+        p = torch.nn.Parameter(torch.zeros(2))
+        opt = spec.cls([p], **spec.kwargs(semantics=optim.semantics, lr=optim.lr, **optim.kwargs))
+        p.grad = torch.ones(2)
+        opt.step()
+    except (TypeError, ValueError, RuntimeError, IndexError, KeyError) as exc:
+        raise ConfigError(f"bad hyperparameter for {optim.name} (optim.kwargs {optim.kwargs}): {exc}") from None
+
+
+MAX_SEED = 2**32 - 1  # seeds fix init and data order through torch generators: 0 .. 2**32 - 1
+
+
+def check_folder_name(value: Any, name: str) -> None:
+    """An experiment or label becomes a folder name: a non-empty string, no '/', not hidden,
+    at most 255 bytes of UTF-8 (what file systems allow)."""
+    if not isinstance(value, str) or not value or "/" in value or "\0" in value or value.startswith("."):
+        raise ConfigError(f"{name} {value!r} must be a plain folder name (no '/', not starting with '.')")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ConfigError(f"{name} {value!r} is not valid UTF-8 text") from None
+    if size > 255:
+        raise ConfigError(f"{name} is {size} bytes long; a folder name can be at most 255")
 
 
 def build_config(data: Mapping[str, Any]) -> RunConfig:
@@ -301,13 +356,16 @@ def load_config(
     data: dict[str, Any] = load_yaml(config_dir / "base.yaml") if (config_dir / "base.yaml").is_file() else {}
     layers = [load_yaml(f) for f in config_files]
     overrides = dict(overrides or {})
+    section = lambda d: d.get("optim") if isinstance(d.get("optim"), Mapping) else {}  # noqa: E731
     name = (
         optimizer
-        or (overrides.get("optim") or {}).get("name")
-        or next((l["optim"]["name"] for l in reversed(layers) if isinstance(l.get("optim"), Mapping) and "name" in l["optim"]), None)
-        or (data.get("optim") or {}).get("name")
+        or section(overrides).get("name")
+        or next((section(l)["name"] for l in reversed(layers) if "name" in section(l)), None)
+        or section(data).get("name")
         or OptimConfig.name
     )
+    if not isinstance(name, str):
+        raise ConfigError(f"optim.name must be an optimizer's name, got {name!r}")
     from .optim.registry import get_spec
 
     try:
@@ -320,5 +378,7 @@ def load_config(
     for layer in layers:
         data = merge(data, layer)
     data = merge(data, overrides)
+    if not isinstance(data.get("optim", {}), Mapping):
+        raise ConfigError(f"optim must be a section (key: value pairs), got {data['optim']!r}")
     data = merge(data, {"optim": {"name": name}})
     return build_config(data)

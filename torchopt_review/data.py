@@ -125,6 +125,8 @@ def read_idx(path: str | Path, *, expect_ndim: int | None = None) -> torch.Tenso
             f"{path} is truncated or padded: its header declares shape {tuple(shape)} ({count:,} bytes) "
             f"but {len(raw) - header:,} bytes follow"
         )
+    if count == 0:
+        raise DataError(f"{path} declares shape {tuple(shape)}: it holds no data (reinstall {DEBIAN_PACKAGE} or replace it)")
     return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(shape)
 
 

@@ -17,6 +17,15 @@ class ConfigError(UserError, ValueError):
     """A config value or key is invalid."""
 
 
+class Terminated(Exception):
+    """The process was asked to stop (SIGTERM: a scheduler's pre-emption, ``scancel``, ``kill``)
+    after its finished epochs were checkpointed: one line, exit status 128 + 15 = 143."""
+
+    def __init__(self, signum: int = 15):
+        super().__init__(f"terminated (signal {signum})")
+        self.signum = signum
+
+
 class DataError(UserError):
     """The dataset is missing, corrupt or inconsistent."""
 
@@ -40,5 +49,9 @@ def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | 
         except KeyboardInterrupt:
             print("interrupted: finished epochs are checkpointed; run the same command to resume", file=sys.stderr)
             return 130
+        except Terminated as exc:
+            print("terminated (SIGTERM): finished epochs are checkpointed; run the same command to resume",
+                  file=sys.stderr)
+            return 128 + exc.signum
 
     return wrapper

@@ -144,10 +144,54 @@ def read_json(path: str | Path) -> Any:
         return None
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def record_problem(data: Any) -> str | None:
+    """Why ``data`` (what a run.json holds) is not a run record this tool wrote; None when it is.
+    Files read back are untrusted: hand-edited, torn, or from another version."""
+    if not isinstance(data, dict):
+        return f"not a JSON object but a {type(data).__name__}"
+    if data.get("status") not in (DONE, DIVERGED, FAILED, RUNNING):
+        return f"status {data.get('status')!r} is not one of {DONE}, {DIVERGED}, {FAILED}, {RUNNING}"
+    checks = (("label", lambda v: isinstance(v, str) and v != ""), ("optimizer", lambda v: isinstance(v, str)),
+              ("seed", _is_int), ("config", lambda v: isinstance(v, dict)))
+    for key, ok in checks:
+        if not ok(data.get(key)):
+            return f"{key} is {data.get(key)!r}" if key in data else f"it has no {key!r}"
+    optional = (("epochs", lambda v: _is_int(v) and v >= 1), ("epochs_completed", lambda v: _is_int(v) and v >= 0),
+                ("fingerprint", lambda v: isinstance(v, dict)), ("lr", _is_number),
+                ("test", lambda v: v is None or (isinstance(v, dict) and all(_is_number(v.get(k)) for k in ("acc", "loss")))),
+                ("diverged", lambda v: v is None or isinstance(v, dict)), ("wall_s", _is_number))
+    for key, ok in optional:
+        if key in data and not ok(data[key]):
+            return f"{key} is {data[key]!r}"
+    if data["status"] == DONE and not isinstance(data.get("test"), dict) and "fingerprint" in data:
+        return "status done without test metrics"
+    return None
+
+
 def read_record(run_dir: str | Path) -> dict[str, Any] | None:
-    """A run folder's run.json when it is a JSON object, else None."""
+    """A run folder's run.json when it is a valid record (:func:`record_problem`), else None."""
     data = read_json(Path(run_dir) / RUN_JSON)
-    return data if isinstance(data, dict) else None
+    return data if record_problem(data) is None else None
+
+
+def record_status(run_dir: str | Path) -> tuple[dict[str, Any] | None, str]:
+    """``(record, "")``, or ``(None, why it cannot be used)``: no run.json, not JSON, not a record."""
+    path = Path(run_dir) / RUN_JSON
+    if not path.exists():
+        return None, f"no {RUN_JSON}"
+    data = read_json(path)
+    if data is None:
+        return None, f"unreadable {RUN_JSON} (not valid JSON)"
+    problem = record_problem(data)
+    return (None, f"unusable {RUN_JSON} ({problem})") if problem else (data, "")
 
 
 # -- tables -------------------------------------------------------------------------------------
@@ -190,24 +234,46 @@ def _float(x: Any) -> float:
         return math.nan
 
 
+MAX_EPOCHS = 1_000_000  # an epoch number beyond this in a CSV is corrupt, not a long run
+
+
+def _read_rows(path: Path, columns: tuple[str, ...]) -> tuple[list[dict[str, str]], str]:
+    """The rows of a CSV this module wrote, or a problem: not text, not CSV, missing columns, or a
+    row that is not complete (a torn last line, a hand edit)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in columns if c not in (reader.fieldnames or ())]
+            if missing:
+                return [], f"{path.name} lacks columns {missing}"
+            rows = []
+            for row in reader:
+                if None in row or any(row.get(c) in (None, "") for c in columns):
+                    return [], f"{path.name} line {reader.line_num} is incomplete (a torn or edited row)"
+                rows.append(row)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        return [], f"{path.name} is not a CSV file this tool wrote ({exc.__class__.__name__})"
+    except OSError as exc:
+        return [], f"{path.name} cannot be read ({exc.strerror or exc})"
+    return rows, ""
+
+
 def read_metrics(path: str | Path) -> tuple[list[list[float]], str]:
     """metrics.csv -> rows of floats in METRIC_COLUMNS order, sorted by epoch (the last row wins
-    for a repeated epoch), and a problem ("" when none)."""
+    for a repeated epoch: a resumed run may repeat one), and a problem ("" when none). A file
+    with any unusable row yields no rows and says why: a result is never half-used."""
     path = Path(path)
     if not path.is_file():
         return [], f"no {METRICS_CSV}"
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in METRIC_COLUMNS if c not in (reader.fieldnames or ())]
-        if missing:
-            return [], f"{METRICS_CSV} lacks columns {missing}"
-        by_epoch: dict[int, list[float]] = {}
-        for row in reader:
-            vals = [_float(row.get(c)) for c in METRIC_COLUMNS]
-            if not math.isfinite(vals[0]):
-                continue  # a partly written last line
-            by_epoch[int(vals[0])] = vals  # a resumed run may repeat an epoch: keep the last
-    return [by_epoch[e] for e in sorted(by_epoch)], ""
+    rows, problem = _read_rows(path, METRIC_COLUMNS)
+    by_epoch: dict[int, list[float]] = {}
+    for i, row in enumerate(rows):
+        vals = [_float(row[c]) for c in METRIC_COLUMNS]
+        epoch, step = vals[0], vals[1]
+        if not (epoch.is_integer() and 1 <= epoch <= MAX_EPOCHS and step.is_integer() and step >= 0):
+            return [], f"{METRICS_CSV} row {i + 1} has epoch {row['epoch']!r}, step {row['step']!r}"
+        by_epoch[int(epoch)] = vals
+    return ([by_epoch[e] for e in sorted(by_epoch)], "") if not problem else ([], problem)
 
 
 def read_diagnostics(path: str | Path) -> list[dict[str, Any]] | None:
@@ -215,12 +281,10 @@ def read_diagnostics(path: str | Path) -> list[dict[str, Any]] | None:
     path = Path(path)
     if not path.is_file():
         return None
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if any(c not in (reader.fieldnames or ()) for c in DIAG_COLUMNS):
-            return None
-        rows = [{c: (r[c] if c == "param" else _float(r[c])) for c in DIAG_COLUMNS} for r in reader]
-    return rows or None
+    rows, problem = _read_rows(path, DIAG_COLUMNS)
+    if problem:
+        return None
+    return [{c: (r[c] if c == "param" else _float(r[c])) for c in DIAG_COLUMNS} for r in rows] or None
 
 
 def iter_run_dirs(exp_dir: str | Path) -> Iterator[tuple[str, int, Path]]:
@@ -287,6 +351,19 @@ def _normal(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))  # tuples -> lists, as in run.json
 
 
+def comparable(fingerprint: Any) -> Any:
+    """A fingerprint as compared: JSON-normal, without the experiment name (renaming an
+    experiment folder does not change its runs; records written before this rule carry it)."""
+    fp = _normal(fingerprint)
+    if isinstance(fp, dict):
+        fp.pop("experiment", None)
+    return fp
+
+
+def same_configuration(cfg: RunConfig, stored: Mapping[str, Any]) -> bool:
+    return comparable(stored.get("fingerprint")) == comparable(cfg.fingerprint())
+
+
 def stored_mismatch(cfg: RunConfig, stored: Mapping[str, Any]) -> str | None:
     """How the run in a run.json differs from ``cfg`` in what changes the numbers (its
     fingerprint); None when alike or unknown (then :meth:`RunFolder.prepare` judges the checkpoint)."""
@@ -301,7 +378,7 @@ def stored_mismatch(cfg: RunConfig, stored: Mapping[str, Any]) -> str | None:
             old = build_config(conf).fingerprint()
         except Exception:  # noqa: BLE001 - an older schema
             return None
-    return _first_difference(_normal(old), _normal(cfg.fingerprint()))
+    return _first_difference(comparable(old), comparable(cfg.fingerprint()))
 
 
 def is_finished(cfg: RunConfig, stored: Mapping[str, Any] | None) -> bool:
@@ -331,7 +408,36 @@ def record_failure(cfg: RunConfig, error: str) -> dict[str, Any]:
 
 # -- checkpoints ------------------------------------------------------------------------------------
 
-def verify_checkpoint(ckpt: Path) -> dict[str, Any]:
+def checkpoint_problem(state: Any, engine: str = "single") -> str | None:
+    """Why a weights-only-loaded ``state`` is not a checkpoint this tool wrote (for ``engine``)."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a checkpoint"
+    required = ["state_dict", "optimizer_states", "opt_steps", "epoch", "callbacks"]
+    if engine != "stacked" and state.get("engine") != "stacked":
+        required += ["loops", "global_step"]  # what Lightning's resume reads
+    missing = [k for k in required if k not in state]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    if not (isinstance(state["state_dict"], dict) and state["state_dict"]
+            and all(hasattr(v, "shape") for v in state["state_dict"].values())):
+        return "its state_dict is not a set of tensors"
+    opts = state["optimizer_states"]
+    if not (isinstance(opts, list) and opts and all(isinstance(o, dict) and "state" in o and "param_groups" in o
+                                                   for o in opts)):
+        return "its optimizer_states are not optimizer state_dicts"
+    if not (_is_int(state["opt_steps"]) and state["opt_steps"] >= 0 and _is_int(state["epoch"]) and state["epoch"] >= 0):
+        return "its opt_steps/epoch are not counts"
+    callbacks = state["callbacks"]
+    rec = callbacks.get(RECORDER) if isinstance(callbacks, dict) else None
+    diag = callbacks.get(DIAGNOSTICS, {"rows": []}) if isinstance(callbacks, dict) else None
+    for name, part, columns in ((RECORDER, rec, METRIC_COLUMNS), (DIAGNOSTICS, diag, DIAG_COLUMNS)):
+        rows = part.get("rows") if isinstance(part, dict) else None
+        if not (isinstance(rows, list) and all(isinstance(r, dict) and set(columns) <= set(r) for r in rows)):
+            return f"its {name} rows are not a list of {', '.join(columns[:3])}... rows"
+    return None
+
+
+def verify_checkpoint(ckpt: Path, engine: str = "single") -> dict[str, Any]:
     """Load ``ckpt`` with ``torch.load(weights_only=True)``: plain tensors and containers only, so a
     tampered file (a pickle that would run code) is refused instead of executed."""
     import torch
@@ -350,8 +456,9 @@ def verify_checkpoint(ckpt: Path) -> dict[str, Any]:
             f"{ckpt} is not a checkpoint this tool can load safely (torch.load weights_only=True: {why}); "
             "it is corrupt or was not written by this tool: pass --restart to discard it"
         ) from None
-    if not isinstance(state, dict) or "state_dict" not in state or "opt_steps" not in state:
-        raise UserError(f"{ckpt} is not a checkpoint written by this tool; pass --restart to discard it")
+    problem = checkpoint_problem(state, engine)
+    if problem:
+        raise UserError(f"{ckpt} is not a checkpoint written by this tool ({problem}); pass --restart to discard it")
     return state
 
 
@@ -395,7 +502,7 @@ class RunFolder:
         """The stored record when this configuration's result is already there (same fingerprint,
         done or diverged, at least the requested epochs), else None."""
         previous = None if restart else self.previous()
-        if previous and previous.get("fingerprint") == self.cfg.fingerprint() and is_finished(self.cfg, previous):
+        if previous and same_configuration(self.cfg, previous) and is_finished(self.cfg, previous):
             return previous
         return None
 
@@ -404,17 +511,23 @@ class RunFolder:
         configuration's checkpoint or result, or an unreadable checkpoint; check the folder is
         writable; then clear it for a fresh start (or drop a killed writer's temporary files on
         resume). Returns the verified checkpoint to resume from, or None."""
-        previous = self.previous()
+        previous, problem = record_status(self.path)
         resume = self.ckpt_path.exists() and not restart
-        if previous and not restart and previous.get("fingerprint") != self.cfg.fingerprint() and (
+        if restart:
+            pass
+        elif previous is not None and not same_configuration(self.cfg, previous) and (
                 resume or previous.get("status") in FINAL_STATUSES):
             raise UserError(
                 f"{self.path} holds a {'checkpoint' if resume else 'finished run'} from a different configuration; "
                 "pass --restart to discard it, or choose another --experiment/--label")
-        if resume and previous is None:  # run.json is written before the first checkpoint: someone removed it
-            raise UserError(f"{self.path} holds a checkpoint but no readable run.json, so its configuration is "
-                            "unknown; pass --restart to discard it")
-        state = verify_checkpoint(self.ckpt_path) if resume else None
+        elif resume and previous is None:  # run.json is written before the first checkpoint
+            raise UserError(f"{self.path} holds a checkpoint but {problem}, so its configuration is unknown; "
+                            "pass --restart to discard it")
+        elif previous is not None and previous.get("status") in FINAL_STATUSES and not resume:
+            raise UserError(  # more epochs asked of a finished run, but nothing to extend it from
+                f"{self.path} holds a run that finished after {previous.get('epochs_completed')} epochs but no "
+                f"{CKPT} to continue it from; pass --restart to train it again from scratch")
+        state = verify_checkpoint(self.ckpt_path, engine) if resume else None
         if state is not None and state.get("engine") == "stacked" and engine != "stacked":
             raise UserError(f"{self.ckpt_path} was written by the stacked review engine; resume it with "
                             "`python -m torchopt_review.review --engine stacked`, or pass --restart to discard it")
@@ -466,14 +579,9 @@ class RunFolder:
                                      default_hp_metric=False, purge_step=purge_step)
 
     def write_checkpoint(self, save: Callable[[Path], None], epoch: int) -> None:
-        """``save(path)`` writes the checkpoint; it lands atomically as ``last.ckpt``."""
-        tmp = self.ckpt_path.with_name(".last.ckpt.tmp")
-        try:
-            save(tmp)
-            os.replace(tmp, self.ckpt_path)  # a kill leaves the previous checkpoint or this one
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # e.g. a full disk: leave no torn file behind
-            raise
+        """``save(path)`` writes the checkpoint; it lands atomically as ``last.ckpt`` (a kill leaves
+        the previous checkpoint or this one; a full disk leaves no torn file behind)."""
+        atomic_write(self.ckpt_path, save)
 
     def write_tables(self, rows: list[dict[str, Any]], diag_rows: list[dict[str, Any]] | None) -> None:
         """metrics.csv (and diagnostics.csv when diagnostics are kept) from the rows so far."""

@@ -24,8 +24,8 @@ import warnings
 from typing import Any, Callable
 
 from . import runs
-from .config import RunConfig, load_config, yaml_problem
-from .errors import UserError, cli_entry
+from .config import RunConfig, check_acyclic, load_config, yaml_problem
+from .errors import Terminated, UserError, cli_entry
 from .runs import DIVERGED, DONE, RunFolder
 
 
@@ -113,6 +113,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError as exc:
             raise UserError(f"--set {key.strip()}: {value!r} is not a valid YAML value ({yaml_problem(exc)})") from None
+        check_acyclic(parsed, f"--set {key.strip()}")
         _set_nested(o, key.strip(), parsed)
     return o
 
@@ -279,8 +280,13 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
         # KeyboardInterrupt) and ignores SIGINT from then on.
         interrupted = isinstance(exc, KeyboardInterrupt) or (
             isinstance(exc, SystemExit) and isinstance(exc.__context__, KeyboardInterrupt))
-        folder.fail("interrupted (SIGINT / Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}",
-                    len(recorder.rows))
+        # Lightning answers SIGTERM by raising SIGTERMException (a SystemExit, status 0) at the
+        # next batch: the run stops, resumable from its last finished epoch, and says so
+        terminated = getattr(trainer, "received_sigterm", False) and isinstance(exc, SystemExit)
+        folder.fail("interrupted (SIGINT / Ctrl-C)" if interrupted else "terminated (SIGTERM)" if terminated
+                    else f"{type(exc).__name__}: {exc}", len(recorder.rows))
+        if terminated:
+            raise Terminated(signal.SIGTERM) from None
         if interrupted:
             # Give callers the interrupt back (the CLI: exit 130 and its resume hint; a review run in
             # process: stop, instead of recording a failed run and going on), and Ctrl-C its handler.

@@ -93,14 +93,9 @@ def _diagnostic_columns(path: Path) -> dict[str, np.ndarray] | None:
 
 
 def _record(run_dir: Path) -> tuple[dict[str, Any], str]:
-    """The run's run.json and a problem ("" when it was read)."""
-    info = rf.read_record(run_dir)
-    if info is not None:
-        return info, ""
-    if not (run_dir / rf.RUN_JSON).exists():
-        return {}, f"no {rf.RUN_JSON}"
-    why = "not valid JSON" if rf.read_json(run_dir / rf.RUN_JSON) is None else "not a JSON object"
-    return {}, f"unreadable {rf.RUN_JSON} ({why})"
+    """The run's run.json and a problem ("" when it is a valid record)."""
+    info, problem = rf.record_status(run_dir)
+    return info or {}, problem
 
 
 def _run(label: str, folder_seed: int, run_dir: Path) -> Run:
