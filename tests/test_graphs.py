@@ -84,9 +84,11 @@ def test_coefficients_of_several_optimizers_land_in_their_own_slices():
     h1 = o1.graph_buckets()[0][1].graph_h
     h2 = o2.graph_buckets()[0][1].graph_h
     assert h1.data_ptr() == step.h.data_ptr() and h2.data_ptr() == step.h[o1.graph_width():].data_ptr()
-    # Keras Adam step 2: h = [beta1, beta2, lr*sqrt(1-b2^2)/(1-b1^2), ...]; SGD: h[0] = lr
-    assert float(h1[0]) == pytest.approx(0.9) and float(h1[2]) == pytest.approx(1e-3 * (1 - 0.999 ** 2) ** 0.5 / (1 - 0.9 ** 2))
-    assert float(h2[0]) == pytest.approx(0.05)
+    # Keras Adam step 2: 1 - beta1, step size lr*sqrt(1-b2^2)/(1-b1^2); SGD: lr -- read by name
+    s1, s2 = o1.graph_scalars(), o2.graph_scalars()
+    assert float(s1.one_minus_beta1) == pytest.approx(0.1)
+    assert float(s1.step_size) == pytest.approx(1e-3 * (1 - 0.999 ** 2) ** 0.5 / (1 - 0.9 ** 2))
+    assert float(s2.lr) == pytest.approx(0.05)
 
 
 def _rows(path: Path):
@@ -134,9 +136,12 @@ def test_stacked_graph_steps_with_compiled_kernels(synthetic_data_dir, tmp_path,
     torch.compile (Inductor's CPU backend here), the stacked step through GraphedStep."""
     from torchopt_review.stacked import train_stacked
 
+    from torchopt_review.optim import _device
+
     res = {}
     for compiled in ("0", "1"):
-        monkeypatch.setenv("TORCHOPT_REVIEW_COMPILE", compiled)
+        # the torch-op kernels compiled on the CPU too (module attribute; CUDA is the default)
+        monkeypatch.setattr(_device, "COMPILE_DEVICES", ("cuda", "cpu") if compiled == "1" else ("cuda",))
         cfgs = [load_config(o, [], {"seed": 0, "logdir": str(tmp_path / compiled), "experiment": "e",
                                     "data": {"data_dir": str(synthetic_data_dir), "val_size": 200},
                                     "trainer": {"epochs": 1, "limit_batches": 8, "steps_per_batch": 4}})

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .optim._base import device_scalars
+from .optim import device_scalars
 
 __all__ = ["GraphedStep"]
 
@@ -35,7 +35,7 @@ class GraphedStep:
     Args:
         body: the step; reads only static tensors (its inputs are filled before each call), runs
             ``opt.graph_apply()`` for its optimizers, returns its outputs (e.g. loss, correct count).
-        optimizers: :class:`~torchopt_review.optim._base.FlatOptimizer` instances that have taken
+        optimizers: :class:`~torchopt_review.optim.FlatOptimizer` instances that have taken
             one ordinary ``step()`` (it lays out their buckets and state).
         mutable: every tensor the body changes besides the optimizers' state (the parameters):
             restored after the warm-up and capture.

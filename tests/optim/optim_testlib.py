@@ -12,18 +12,35 @@ import torch
 SHAPES = [(3, 5), (1,), (17,), (4, 3, 2), (33,)]
 
 
-@pytest.fixture(params=["c", "torch_ops", "device"])
+@pytest.fixture(params=["c", "torch_ops"])
 def fast_backend(request, monkeypatch):
-    """Run the fused flat path through the C kernel, through flat torch ops, or through the
-    device kernels (``_flat_device``, what CUDA runs, here eager on CPU)."""
-    if request.param in ("torch_ops", "device"):
-        monkeypatch.setenv("TORCHOPT_REVIEW_FORCE_TORCH_OPS", "1")
-        monkeypatch.setenv("TORCHOPT_REVIEW_FORCE_DEVICE_KERNELS", "1" if request.param == "device" else "0")
+    """Run the fused flat path through the C kernel or through the torch-op flat kernel
+    (``_flat_device``, what CUDA runs compiled, here eager on CPU)."""
+    if request.param == "torch_ops":
+        use_torch_ops(monkeypatch)
     else:
-        from torchopt_review.optim._base import load_kernels
+        from torchopt_review.optim import load_kernels
         if load_kernels() is None:
             pytest.skip("no C compiler: the C kernels are not available")
     return request.param
+
+
+def use_torch_ops(monkeypatch):
+    """CPU buckets run the torch-op flat kernel instead of the C kernel (for this test)."""
+    from torchopt_review.optim import _buckets
+    monkeypatch.setattr(_buckets, "C_KERNELS", False)
+
+
+def compile_on_cpu(monkeypatch, on=True):
+    """The torch-op flat kernel compiled by torch.compile on the CPU too, as on CUDA."""
+    from torchopt_review.optim import _device
+    monkeypatch.setattr(_device, "COMPILE_DEVICES", ("cuda", "cpu") if on else ("cuda",))
+
+
+def relocate_on_cpu(monkeypatch):
+    """Params of a torch-op bucket moved into one flat buffer on the CPU too, as on CUDA."""
+    from torchopt_review.optim import _buckets
+    monkeypatch.setattr(_buckets, "RELOCATE_DEVICES", ("cuda", "cpu"))
 
 
 def make_params(dtype=torch.float64, seed=0, shapes=SHAPES):

@@ -13,7 +13,7 @@ import torch
 
 from torchopt_review.optim.registry import create_optimizer, optimizer_names
 
-from optim_testlib import grad_sequence, make_params
+from optim_testlib import compile_on_cpu, grad_sequence, make_params
 
 # (name, extra kwargs): every registry entry, plus the branches the blog settings do not take
 CASES = [(name, {}) for name in optimizer_names()] + [
@@ -98,7 +98,7 @@ def test_compiled_device_kernel_equals_eager_without_recompiling(name, semantics
     grads = grad_sequence(8, torch.float32)
     out = []
     for compiled in (False, True):
-        monkeypatch.setenv("TORCHOPT_REVIEW_COMPILE", "1" if compiled else "0")
+        compile_on_cpu(monkeypatch, compiled)
         torch._dynamo.reset()
         params = make_params(torch.float32)
         opt = create_optimizer(name, params, semantics=semantics)

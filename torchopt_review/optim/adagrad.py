@@ -7,9 +7,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import (fill_doc, FlatOptimizer, _scalar, as_float, check_lr, real_views, ref_step)
+from ._base import FlatOptimizer
+from ._common import as_float, check_lr, real_views, ref_step, scalar_value
+from ._docs import fill_doc
+from .scalars import flag_fields, prologue_values, scalar_fields
 
 __all__ = ["Adagrad"]
+
+# The kernels' per-step inputs (csrc/kernels.c: ADAGRAD_SCALARS), after the prologue:
+#   clr  lr / (1 + (t - 1) * lr_decay);  eps_in / eps_out  eps inside (keras) or outside the sqrt
+AdagradScalars = scalar_fields("AdagradScalars", "clr", "eps_in", "eps_out")
+AdagradFlags = flag_fields("AdagradFlags")
 
 
 class Adagrad(FlatOptimizer):
@@ -72,9 +80,9 @@ class Adagrad(FlatOptimizer):
     """)
 
     _kernel = "adagrad"
+    Scalars, Flags = AdagradScalars, AdagradFlags
     _supports_sparse = True
     _sparse_error = "with fused=True does not support sparse gradients"
-    _workspace = True
 
     def __init__(
         self,
@@ -131,41 +139,24 @@ class Adagrad(FlatOptimizer):
     # ---------------------------------------------------------------- fused path
 
     def _coefficients(self, group, b):
-        lr = float(_scalar(group["lr"]))
+        lr = float(scalar_value(group["lr"]))
         step = self._advance_step(b)
         keras = group["semantics"] == "keras"
         t = self._keras_step() if keras else step
-        clr = lr / (1 + (t - 1) * group["lr_decay"])
-        l2, dm, kwd, klr = self._decay_terms(group, lr, decoupled=keras, keras=keras)
         eps = float(group["eps"])
         ein, eout = (eps, 0.0) if keras else (0.0, eps)  # keras: eps inside the sqrt
-        gs = -1.0 if group["maximize"] else 1.0
-        return [clr, l2, dm, gs, ein, eout, kwd, klr], []
+        prologue = prologue_values(lr, float(scalar_value(group["weight_decay"])), group["maximize"],
+                                   decoupled=keras, keras=keras)
+        H = AdagradScalars(**prologue, clr=lr / (1 + (t - 1) * group["lr_decay"]), eps_in=ein, eps_out=eout)
+        return H, AdagradFlags()
 
-    def _flat_torch(self, group, p, g, S, H, F, work) -> None:
-        clr, l2, dm, gs, ein, eout, kwd, klr = H
-        self._apply_decay_torch_ops(p, dm, kwd, klr)
-        if gs != 1.0:
-            g.neg_()
-        if l2 != 0.0:
-            g.add_(p, alpha=l2)
-        s = S["sum"]
-        s.addcmul_(g, g, value=1)
-        denom = torch.add(s, ein, out=work) if ein != 0.0 else torch.sqrt(s, out=work)
-        if ein != 0.0:
-            denom.sqrt_()
-        if eout != 0.0:
-            denom.add_(eout)
-        p.addcdiv_(g, denom, value=-clr)
-
-    def _flat_device(self, p, g, S, h, H, F) -> None:
-        g = self._device_prologue(p, g, h, H, l2=1, dm=2, gs=3, kwd=6, klr=7)
-        s = S["sum"]
-        s.add_(g * g)
-        denom = (s + h[4]).sqrt() if H[4] != 0.0 else s.sqrt()  # keras: eps inside the sqrt
-        if H[5] != 0.0:
-            denom = denom + h[5]
-        p.sub_(g / denom * h[0])
+    def _flat_device(self, p, g, S, s, c, F) -> None:
+        acc = S["sum"]
+        acc.add_(g * g)
+        denom = (acc + s.eps_in).sqrt() if c.eps_in != 0.0 else acc.sqrt()  # keras: eps inside the sqrt
+        if c.eps_out != 0.0:
+            denom = denom + s.eps_out
+        p.sub_(g / denom * s.clr)
 
     # ---------------------------------------------------------------- reference kernel
 

@@ -8,10 +8,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import (fill_doc, FlatOptimizer, _scalar, as_float, check_betas, check_lr, real_views,
-                    ref_step, zero_scalar_state)
+from ._base import FlatOptimizer
+from ._common import as_float, check_betas, check_lr, real_views, ref_step, scalar_value, zero_scalar_state
+from ._docs import fill_doc
+from .scalars import flag_fields, lerp_, prologue_values, scalar_fields
 
 __all__ = ["Adam"]
+
+# The kernels' per-step inputs (csrc/kernels.c: ADAM_SCALARS, ADAM_FLAGS), after the prologue:
+#   one_minus_*  1 - beta, computed in double as torch does (not 1 - (float)beta in the kernel)
+#   step_size    lr / (1 - beta1^t) (torch); lr * sqrt(1 - beta2^t) / (1 - beta1^t) (keras)
+#   inv_bc2_sqrt 1 / sqrt(1 - beta2^t) (torch); 1 (keras: epsilon-hat, correction in step_size)
+#   lerp_high    1 - beta1 >= 0.5: torch.lerp's other rounding form
+AdamScalars = scalar_fields("AdamScalars", "one_minus_beta1", "beta2", "one_minus_beta2", "step_size",
+                            "inv_bc2_sqrt", "eps")
+AdamFlags = flag_fields("AdamFlags", "amsgrad", "lerp_high")
 
 
 class Adam(FlatOptimizer):
@@ -81,6 +92,7 @@ class Adam(FlatOptimizer):
     """)
 
     _kernel = "adam"
+    Scalars, Flags = AdamScalars, AdamFlags
     _sparse_error = "does not support sparse gradients, please consider SparseAdam instead"
 
     def __init__(
@@ -148,51 +160,32 @@ class Adam(FlatOptimizer):
     # ---------------------------------------------------------------- fused path
 
     def _coefficients(self, group, b):
-        lr = float(_scalar(group["lr"]))
-        beta1, beta2 = (float(_scalar(x)) for x in group["betas"])
+        lr = float(scalar_value(group["lr"]))
+        beta1, beta2 = (float(scalar_value(x)) for x in group["betas"])
         step = self._advance_step(b)
         keras = group["semantics"] == "keras"
         t = self._keras_step() if keras else step
         bc1 = 1.0 - beta1 ** t
         bc2 = 1.0 - beta2 ** t
-        l2, dm, kwd, klr = self._decay_terms(group, lr, group["decoupled_weight_decay"], keras)
         if keras:  # epsilon-hat: eps on the uncorrected sqrt(v), correction in alpha
             step_size, bc2_sqrt = lr * math.sqrt(bc2) / bc1, 1.0
         else:
             step_size, bc2_sqrt = lr / bc1, bc2 ** 0.5
-        gs = -1.0 if group["maximize"] else 1.0
-        H = [beta1, beta2, step_size, 1.0 / bc2_sqrt, float(group["eps"]), l2, dm, gs, kwd, klr]
-        return H, [int(bool(group["amsgrad"]))]
+        prologue = prologue_values(lr, float(scalar_value(group["weight_decay"])), group["maximize"],
+                                   decoupled=group["decoupled_weight_decay"], keras=keras)
+        H = AdamScalars(**prologue, one_minus_beta1=1.0 - beta1, beta2=beta2, one_minus_beta2=1.0 - beta2,
+                        step_size=step_size, inv_bc2_sqrt=1.0 / bc2_sqrt, eps=float(group["eps"]))
+        return H, AdamFlags(amsgrad=int(bool(group["amsgrad"])), lerp_high=int(1.0 - beta1 >= 0.5))
 
-    def _flat_torch(self, group, p, g, S, H, F, work) -> None:
-        beta1, beta2, step_size, inv_bc2_sqrt, eps, l2, dm, gs, kwd, klr = H
-        self._apply_decay_torch_ops(p, dm, kwd, klr)
-        if gs != 1.0:
-            g.neg_()
-        if l2 != 0.0:
-            g.add_(p, alpha=l2)
+    def _flat_device(self, p, g, S, s, c, F) -> None:
         m, v = S["exp_avg"], S["exp_avg_sq"]
-        m.lerp_(g, 1.0 - beta1)
-        v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-        if F[0]:
-            vmax = S["max_exp_avg_sq"]
-            torch.maximum(vmax, v, out=vmax)
-            v = vmax
-        denom = torch.sqrt(v, out=g)  # the gradient scratch becomes the denominator
-        denom.mul_(inv_bc2_sqrt).add_(eps)
-        p.addcdiv_(m, denom, value=-step_size)
-
-    def _flat_device(self, p, g, S, h, H, F) -> None:
-        g = self._device_prologue(p, g, h, H, l2=5, dm=6, gs=7, kwd=8, klr=9)
-        beta1, beta2, step_size, inv_bc2_sqrt, eps = h[0], h[1], h[2], h[3], h[4]
-        m, v = S["exp_avg"], S["exp_avg_sq"]
-        m.lerp_(g, 1 - beta1)
-        v.mul_(beta2).add_(g * g * (1 - beta2))
-        if F[0]:
+        lerp_(m, g, s.one_minus_beta1)
+        v.mul_(s.beta2).add_(g * g * s.one_minus_beta2)
+        if F.amsgrad:
             vmax = S["max_exp_avg_sq"]
             vmax.copy_(torch.maximum(vmax, v))
             v = vmax
-        p.sub_(m / (v.sqrt() * inv_bc2_sqrt + eps) * step_size)
+        p.sub_(m / (v.sqrt() * s.inv_bc2_sqrt + s.eps) * s.step_size)
 
     # ---------------------------------------------------------------- reference kernel
 

@@ -7,10 +7,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import (fill_doc, FlatOptimizer, _scalar, as_float, check_betas, check_lr, real_views,
-                    ref_step, zero_scalar_state)
+from ._base import FlatOptimizer
+from ._common import as_float, check_betas, check_lr, real_views, ref_step, scalar_value, zero_scalar_state
+from ._docs import fill_doc
+from .scalars import flag_fields, lerp_, prologue_values, scalar_fields
 
 __all__ = ["Adamax"]
+
+# The kernels' per-step inputs (csrc/kernels.c: ADAMAX_SCALARS), after the prologue:
+#   clr  lr / (1 - beta1^t);  u = max(beta2*u, |g| + eps_in);  w -= clr * m / (u + eps_out)
+#   (torch: eps_in = eps, eps_out = 0; keras: eps_in = 0, eps_out = eps)
+#   one_minus_beta1: in double (as torch);  lerp_high: 1 - beta1 >= 0.5
+AdamaxScalars = scalar_fields("AdamaxScalars", "one_minus_beta1", "beta2", "clr", "eps_in", "eps_out")
+AdamaxFlags = flag_fields("AdamaxFlags", "lerp_high")
 
 
 class Adamax(FlatOptimizer):
@@ -69,6 +78,7 @@ class Adamax(FlatOptimizer):
     """)
 
     _kernel = "adamax"
+    Scalars, Flags = AdamaxScalars, AdamaxFlags
 
     def __init__(
         self,
@@ -109,43 +119,26 @@ class Adamax(FlatOptimizer):
     # ---------------------------------------------------------------- fused path
 
     def _coefficients(self, group, b):
-        lr = float(_scalar(group["lr"]))
+        lr = float(scalar_value(group["lr"]))
         beta1, beta2 = (float(x) for x in group["betas"])
         step = self._advance_step(b)
         keras = group["semantics"] == "keras"
         t = self._keras_step() if keras else step
-        clr = lr / (1.0 - beta1 ** t)
-        l2, dm, kwd, klr = self._decay_terms(group, lr, decoupled=keras, keras=keras)
         eps = float(group["eps"])
         ein, eout = (0.0, eps) if keras else (eps, 0.0)  # keras: eps outside the max
-        gs = -1.0 if group["maximize"] else 1.0
-        return [beta1, beta2, clr, ein, eout, l2, dm, gs, kwd, klr], []
+        prologue = prologue_values(lr, float(scalar_value(group["weight_decay"])), group["maximize"],
+                                   decoupled=keras, keras=keras)
+        H = AdamaxScalars(**prologue, one_minus_beta1=1.0 - beta1, beta2=beta2, clr=lr / (1.0 - beta1 ** t),
+                          eps_in=ein, eps_out=eout)
+        return H, AdamaxFlags(lerp_high=int(1.0 - beta1 >= 0.5))
 
-    def _flat_torch(self, group, p, g, S, H, F, work) -> None:
-        beta1, beta2, clr, ein, eout, l2, dm, gs, kwd, klr = H
-        self._apply_decay_torch_ops(p, dm, kwd, klr)
-        if gs != 1.0:
-            g.neg_()
-        if l2 != 0.0:
-            g.add_(p, alpha=l2)
+    def _flat_device(self, p, g, S, s, c, F) -> None:
         m, u = S["exp_avg"], S["exp_inf"]
-        m.lerp_(g, 1.0 - beta1)
-        g.abs_()
-        if ein != 0.0:
-            g.add_(ein)
-        torch.maximum(u.mul_(beta2), g, out=u)
-        denom = u if eout == 0.0 else torch.add(u, eout, out=g)
-        p.addcdiv_(m, denom, value=-clr)
-
-    def _flat_device(self, p, g, S, h, H, F) -> None:
-        g = self._device_prologue(p, g, h, H, l2=5, dm=6, gs=7, kwd=8, klr=9)
-        beta1, beta2, clr = h[0], h[1], h[2]
-        m, u = S["exp_avg"], S["exp_inf"]
-        m.lerp_(g, 1 - beta1)
-        a = g.abs() + h[3] if H[3] != 0.0 else g.abs()  # torch: eps inside the max
-        u.copy_(torch.maximum(u * beta2, a))
-        denom = u + h[4] if H[4] != 0.0 else u  # keras: eps outside
-        p.sub_(m / denom * clr)
+        lerp_(m, g, s.one_minus_beta1)
+        a = g.abs() + s.eps_in if c.eps_in != 0.0 else g.abs()  # torch: eps inside the max
+        u.copy_(torch.maximum(u * s.beta2, a))
+        denom = u + s.eps_out if c.eps_out != 0.0 else u  # keras: eps outside
+        p.sub_(m / denom * s.clr)
 
     # ---------------------------------------------------------------- reference kernel
 

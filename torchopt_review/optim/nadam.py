@@ -9,10 +9,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import (fill_doc, FlatOptimizer, _scalar, as_float, check_betas, check_lr, real_views,
-                    ref_step, zero_scalar_state)
+from ._base import FlatOptimizer
+from ._common import as_float, check_betas, check_lr, real_views, ref_step, scalar_value, zero_scalar_state
+from ._docs import fill_doc
+from .scalars import flag_fields, lerp_, prologue_values, scalar_fields
 
 __all__ = ["NAdam"]
+
+# The kernels' per-step inputs (csrc/kernels.c: NADAM_SCALARS, NADAM_FLAGS), after the prologue:
+#   inv_bc2  1 / (1 - beta2^t);  w += (c_g * g + c_m * m) / (sqrt(v * inv_bc2) + eps) with
+#   c_g = -lr (1 - mu_t) / (1 - U_t),  c_m = -lr mu_{t+1} / (1 - U_t mu_{t+1})
+#   one_minus_*: 1 - beta in double (as torch);  lerp_high: 1 - beta1 >= 0.5
+NAdamScalars = scalar_fields("NAdamScalars", "one_minus_beta1", "beta2", "one_minus_beta2", "inv_bc2", "eps",
+                             "c_g", "c_m")
+NAdamFlags = flag_fields("NAdamFlags", "lerp_high")
 
 
 def _mu(beta1: float, momentum_decay: float, t: Any) -> Any:
@@ -93,6 +103,7 @@ class NAdam(FlatOptimizer):
     """)
 
     _kernel = "nadam"
+    Scalars, Flags = NAdamScalars, NAdamFlags
     _scalar_keys = ("step", "mu_product")
 
     def __init__(
@@ -179,7 +190,7 @@ class NAdam(FlatOptimizer):
     # ---------------------------------------------------------------- fused path
 
     def _coefficients(self, group, b):
-        lr = float(_scalar(group["lr"]))
+        lr = float(scalar_value(group["lr"]))
         beta1, beta2 = (float(x) for x in group["betas"])
         psi = float(group["momentum_decay"])
         step = self._advance_step(b)
@@ -194,37 +205,19 @@ class NAdam(FlatOptimizer):
             mu_buf.mul_(_mu(beta1, psi, t))  # float32, exactly as torch's per-param product
             u_product = float(mu_buf[0])
         mu, mu_next = _mu(beta1, psi, t), _mu(beta1, psi, t + 1)
-        c_g = -lr * (1.0 - mu) / (1.0 - u_product)
-        c_m = (-lr * mu_next) / (1.0 - u_product * mu_next)
-        l2, dm, kwd, klr = self._decay_terms(group, lr, group["decoupled_weight_decay"], keras)
-        gs = -1.0 if group["maximize"] else 1.0
-        H = [beta1, beta2, 1.0 / (1.0 - beta2 ** t), float(group["eps"]), c_g, c_m, l2, dm, gs,
-             kwd, klr]
-        return H, []
+        prologue = prologue_values(lr, float(scalar_value(group["weight_decay"])), group["maximize"],
+                                   decoupled=group["decoupled_weight_decay"], keras=keras)
+        H = NAdamScalars(**prologue, one_minus_beta1=1.0 - beta1, beta2=beta2, one_minus_beta2=1.0 - beta2,
+                         inv_bc2=1.0 / (1.0 - beta2 ** t), eps=float(group["eps"]),
+                         c_g=-lr * (1.0 - mu) / (1.0 - u_product),
+                         c_m=(-lr * mu_next) / (1.0 - u_product * mu_next))
+        return H, NAdamFlags(lerp_high=int(1.0 - beta1 >= 0.5))
 
-    _workspace = True
-
-    def _flat_torch(self, group, p, g, S, H, F, work) -> None:
-        beta1, beta2, inv_bc2, eps, c_g, c_m, l2, dm, gs, kwd, klr = H
-        self._apply_decay_torch_ops(p, dm, kwd, klr)
-        if gs != 1.0:
-            g.neg_()
-        if l2 != 0.0:
-            g.add_(p, alpha=l2)
+    def _flat_device(self, p, g, S, s, c, F) -> None:
         m, v = S["exp_avg"], S["exp_avg_sq"]
-        m.lerp_(g, 1.0 - beta1)
-        v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-        denom = torch.mul(v, inv_bc2, out=work).sqrt_().add_(eps)
-        g.mul_(c_g).add_(m, alpha=c_m)  # the numerator c_g*g + c_m*m, in the grad scratch
-        p.addcdiv_(g, denom)
-
-    def _flat_device(self, p, g, S, h, H, F) -> None:
-        g = self._device_prologue(p, g, h, H, l2=6, dm=7, gs=8, kwd=9, klr=10)
-        beta1, beta2, inv_bc2, eps, c_g, c_m = h[0], h[1], h[2], h[3], h[4], h[5]
-        m, v = S["exp_avg"], S["exp_avg_sq"]
-        m.lerp_(g, 1 - beta1)
-        v.mul_(beta2).add_(g * g * (1 - beta2))
-        p.add_((g * c_g + m * c_m) / ((v * inv_bc2).sqrt() + eps))
+        lerp_(m, g, s.one_minus_beta1)
+        v.mul_(s.beta2).add_(g * g * s.one_minus_beta2)
+        p.add_((g * s.c_g + m * s.c_m) / ((v * s.inv_bc2).sqrt() + s.eps))
 
     # ---------------------------------------------------------------- reference kernel
 

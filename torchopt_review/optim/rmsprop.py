@@ -7,10 +7,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import (fill_doc, FlatOptimizer, _scalar, as_float, check_lr, real_views, ref_step,
-                    zero_scalar_state)
+from ._base import FlatOptimizer
+from ._common import as_float, check_lr, real_views, ref_step, scalar_value, zero_scalar_state
+from ._docs import fill_doc
+from .scalars import flag_fields, lerp_, prologue_values, scalar_fields
 
 __all__ = ["RMSprop"]
+
+# The kernels' per-step inputs (csrc/kernels.c: RMSPROP_SCALARS, RMSPROP_FLAGS), after the
+# prologue: inc = c_in * g / (sqrt(D + eps_in) + eps_out); w -= c_out * (momentum buffer or inc)
+# (torch: c_in = 1, c_out = lr, eps outside; keras: c_in = lr, c_out = 1, eps inside).
+# one_minus_alpha: 1 - alpha in double (as torch);  lerp_high: 1 - alpha >= 0.5 (centered average)
+RMSpropScalars = scalar_fields("RMSpropScalars", "alpha", "one_minus_alpha", "c_in", "c_out", "momentum",
+                               "eps_in", "eps_out")
+RMSpropFlags = flag_fields("RMSpropFlags", "centered", "use_momentum", "lerp_high")
 
 
 class RMSprop(FlatOptimizer):
@@ -83,7 +93,7 @@ class RMSprop(FlatOptimizer):
     """)
 
     _kernel = "rmsprop"
-    _workspace = True
+    Scalars, Flags = RMSpropScalars, RMSpropFlags
 
     def __init__(
         self,
@@ -142,70 +152,41 @@ class RMSprop(FlatOptimizer):
     # ---------------------------------------------------------------- fused path
 
     def _coefficients(self, group, b):
-        lr = float(_scalar(group["lr"]))
+        lr = float(scalar_value(group["lr"]))
         self._advance_step(b)
         keras = group["semantics"] == "keras"
-        l2, dm, kwd, klr = self._decay_terms(group, lr, decoupled=keras, keras=keras)
         eps = float(group["eps"])
         if keras:  # eps inside the sqrt, lr inside the momentum buffer
             c_in, c_out, ein, eout = lr, 1.0, eps, 0.0
         else:
             c_in, c_out, ein, eout = 1.0, lr, 0.0, eps
-        gs = -1.0 if group["maximize"] else 1.0
-        H = [float(group["alpha"]), c_in, c_out, float(group["momentum"]), l2, dm, gs, ein, eout,
-             kwd, klr]
-        return H, [int(bool(group["centered"])), int(group["momentum"] > 0)]
+        prologue = prologue_values(lr, float(scalar_value(group["weight_decay"])), group["maximize"],
+                                   decoupled=keras, keras=keras)
+        alpha = float(group["alpha"])
+        H = RMSpropScalars(**prologue, alpha=alpha, one_minus_alpha=1.0 - alpha, c_in=c_in, c_out=c_out,
+                           momentum=float(group["momentum"]), eps_in=ein, eps_out=eout)
+        return H, RMSpropFlags(centered=int(bool(group["centered"])), use_momentum=int(group["momentum"] > 0),
+                               lerp_high=int(1.0 - alpha >= 0.5))
 
-    def _flat_torch(self, group, p, g, S, H, F, work) -> None:
-        alpha, c_in, c_out, mu, l2, dm, gs, ein, eout, kwd, klr = H
-        centered, use_mom = F
-        self._apply_decay_torch_ops(p, dm, kwd, klr)
-        if gs != 1.0:
-            g.neg_()
-        if l2 != 0.0:
-            g.add_(p, alpha=l2)
+    def _flat_device(self, p, g, S, s, c, F) -> None:
         v = S["square_avg"]
-        v.mul_(alpha).addcmul_(g, g, value=1.0 - alpha)
-        if centered:
-            ga = S["grad_avg"]
-            ga.lerp_(g, 1.0 - alpha)
-            denom = torch.addcmul(v, ga, ga, value=-1, out=work)
-        else:
-            denom = work.copy_(v)
-        if ein != 0.0:
-            denom.add_(ein)
-        denom.sqrt_()
-        if eout != 0.0:
-            denom.add_(eout)
-        if use_mom:
-            buf = S["momentum_buffer"]
-            buf.mul_(mu).addcdiv_(g, denom, value=c_in)
-            p.add_(buf, alpha=-c_out)
-        else:
-            p.addcdiv_(g, denom, value=-c_in * c_out)
-
-    def _flat_device(self, p, g, S, h, H, F) -> None:
-        centered, use_mom = F
-        g = self._device_prologue(p, g, h, H, l2=4, dm=5, gs=6, kwd=9, klr=10)
-        alpha, c_in, c_out, mu = h[0], h[1], h[2], h[3]
-        v = S["square_avg"]
-        v.mul_(alpha).add_(g * g * (1 - alpha))
+        v.mul_(s.alpha).add_(g * g * s.one_minus_alpha)
         denom = v
-        if centered:
+        if F.centered:
             ga = S["grad_avg"]
-            ga.lerp_(g, 1 - alpha)
+            lerp_(ga, g, s.one_minus_alpha)
             denom = v - ga * ga
-        if H[7] != 0.0:
-            denom = denom + h[7]
+        if c.eps_in != 0.0:
+            denom = denom + s.eps_in
         denom = denom.sqrt()
-        if H[8] != 0.0:
-            denom = denom + h[8]
-        if use_mom:
+        if c.eps_out != 0.0:
+            denom = denom + s.eps_out
+        if F.use_momentum:
             buf = S["momentum_buffer"]
-            buf.mul_(mu).add_(g / denom * c_in)
-            p.sub_(buf * c_out)
+            buf.mul_(s.momentum).add_(g / denom * s.c_in)
+            p.sub_(buf * s.c_out)
         else:
-            p.sub_(g / denom * (c_in * c_out))
+            p.sub_(g / denom * (s.c_in * s.c_out))
 
     # ---------------------------------------------------------------- reference kernel
 

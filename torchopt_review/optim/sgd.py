@@ -7,9 +7,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import (fill_doc, FlatOptimizer, _scalar, check_lr)
+from ._base import FlatOptimizer
+from ._common import check_lr, scalar_value
+from ._docs import fill_doc
+from .scalars import flag_fields, prologue_values, scalar_fields
 
 __all__ = ["SGD"]
+
+# The kernels' per-step inputs (csrc/kernels.c: SGD_SCALARS, SGD_FLAGS), after the prologue;
+# ``first``: the momentum buffer does not exist yet (torch creates it from the gradient).
+SGDScalars = scalar_fields("SGDScalars", "lr", "momentum", "one_minus_dampening")
+SGDFlags = flag_fields("SGDFlags", "use_momentum", "nesterov", "keras", "first")
 
 
 class SGD(FlatOptimizer):
@@ -74,6 +82,7 @@ class SGD(FlatOptimizer):
     """)
 
     _kernel = "sgd"
+    Scalars, Flags = SGDScalars, SGDFlags
     _scalar_keys = ()
     _supports_sparse = True
     _sparse_error = "with fused=True does not support sparse gradients"
@@ -125,68 +134,36 @@ class SGD(FlatOptimizer):
     # ---------------------------------------------------------------- fused path
 
     def _coefficients(self, group, b):
-        lr = float(_scalar(group["lr"]))
+        lr = float(scalar_value(group["lr"]))
         keras = group["semantics"] == "keras"
-        l2, dm, kwd, klr = self._decay_terms(group, lr, decoupled=keras, keras=keras)
-        gs = -1.0 if group["maximize"] else 1.0
+        prologue = prologue_values(lr, float(scalar_value(group["weight_decay"])), group["maximize"],
+                                   decoupled=keras, keras=keras)
         momentum = float(group["momentum"])
-        H = [lr, momentum, 1.0 - float(group["dampening"]), l2, dm, gs, kwd, klr]
-        F = [int(momentum != 0), int(bool(group["nesterov"])), int(keras), int(bool(b.pending))]
+        H = SGDScalars(**prologue, lr=lr, momentum=momentum,
+                       one_minus_dampening=1.0 - float(group["dampening"]))
+        F = SGDFlags(use_momentum=int(momentum != 0), nesterov=int(bool(group["nesterov"])),
+                     keras=int(keras), first=int(bool(b.pending)))
         return H, F
 
-    def _flat_torch(self, group, p, g, S, H, F, work) -> None:
-        lr, mu, damp, l2, dm, gs, kwd, klr = H
-        use_mom, nesterov, keras, first = F
-        self._apply_decay_torch_ops(p, dm, kwd, klr)
-        if gs != 1.0:
-            g.neg_()
-        if l2 != 0.0:
-            g.add_(p, alpha=l2)
-        if not use_mom:
-            p.add_(g, alpha=-lr)
+    def _flat_device(self, p, g, S, s, c, F) -> None:
+        if not F.use_momentum:
+            p.sub_(g * s.lr)
             return
         buf = S["momentum_buffer"]
-        if not keras:
-            if first:
-                buf.copy_(g)
-            else:
-                buf.mul_(mu).add_(g, alpha=damp)
-            if nesterov:
-                g.add_(buf, alpha=mu)
-                p.add_(g, alpha=-lr)
-            else:
-                p.add_(buf, alpha=-lr)
-        else:
-            if first:
-                torch.mul(g, -lr, out=buf)
-            else:
-                buf.mul_(mu).add_(g, alpha=-lr)
-            if nesterov:
-                p.add_(buf, alpha=mu).add_(g, alpha=-lr)
-            else:
-                p.add_(buf)
-
-    def _flat_device(self, p, g, S, h, H, F) -> None:
-        use_mom, nesterov, keras, first = F
-        g = self._device_prologue(p, g, h, H, l2=3, dm=4, gs=5, kwd=6, klr=7)
-        lr, mu, damp = h[0], h[1], h[2]
-        if not use_mom:
-            p.sub_(g * lr)
-            return
-        buf = S["momentum_buffer"]
-        if not keras:  # buf = mu*buf + (1-dampening)*g;  p -= lr*(g + mu*buf) or lr*buf
-            buf.copy_(g if first else buf * mu + g * damp)
-            p.sub_((g + buf * mu if nesterov else buf) * lr)
+        lr, mu = s.lr, s.momentum
+        if not F.keras:  # buf = mu*buf + (1-dampening)*g;  p -= lr*(g + mu*buf) or lr*buf
+            buf.copy_(g if F.first else buf * mu + g * s.one_minus_dampening)
+            p.sub_((g + buf * mu if F.nesterov else buf) * lr)
         else:  # Keras velocity form: v = mu*v - lr*g;  p += mu*v - lr*g or v
-            buf.copy_(g * -lr if first else buf * mu - g * lr)
-            p.add_(buf * mu - g * lr if nesterov else buf)
+            buf.copy_(g * -lr if F.first else buf * mu - g * lr)
+            p.add_(buf * mu - g * lr if F.nesterov else buf)
 
     # ---------------------------------------------------------------- reference kernel
 
     def _reference(self, group, p, grad, state) -> None:
         sgd_reference(
             p, grad, state,
-            lr=group["lr"] if group["differentiable"] else _scalar(group["lr"]),
+            lr=group["lr"] if group["differentiable"] else scalar_value(group["lr"]),
             momentum=group["momentum"], dampening=group["dampening"],
             weight_decay=group["weight_decay"], nesterov=group["nesterov"],
             maximize=group["maximize"], keras=group["semantics"] == "keras",

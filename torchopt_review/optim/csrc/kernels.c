@@ -7,14 +7,20 @@
  *   G[i]     pointer to its gradient (same layout as the parameter)
  *   S[k]     base of the k-th flat state buffer; tensor i's slice starts at
  *            sum(N[0..i-1]) (state buffers are flat, params and grads are not)
- *   H        per-step scalars, computed in Python as doubles and cast to T here
+ *   h        the per-step scalars, a struct of doubles computed in Python and cast to T here
  *            (as torch's CPU kernels cast their scalar arguments to the op type)
- *   F        integer flags that select a variant; they are dispatched to
- *            compile-time constants so every variant's loop vectorizes.
+ *   f        the integer flags that select a variant (a struct of int64); they are dispatched
+ *            to compile-time constants so every variant's loop vectorizes.
  *
- * Weight decay: w <- w*dm - (w*kwd)*klr, with dm = 1 - lr*wd (torch's decoupled decay) or
- * kwd = wd, klr = lr (Keras's `variable - variable * wd * lr`, same rounding); the last two
- * entries of every kernel's H are kwd and klr.
+ * The field lists below (<NAME>_SCALARS, <NAME>_FLAGS) are the ones of the Python modules
+ * (``Scalars`` / ``Flags`` in optim/<name>.py): the library exports them as a string
+ * (``<name>_fields()``) and the loader refuses a library whose lists differ, so Python
+ * and C always agree on which double is which.
+ *
+ * Every kernel starts with the same prologue (TOR_PROLOGUE): weight decay
+ * w <- w*decoupled_mult - (w*keras_wd)*keras_lr, with decoupled_mult = 1 - lr*wd (torch's
+ * decoupled decay) or keras_wd = wd, keras_lr = lr (Keras's `variable - variable * wd * lr`,
+ * same rounding); then g <- grad_sign*g + l2_wd*w (maximize, torch's L2 penalty).
  *
  * All of an update's arithmetic happens in one loop over the elements: each
  * byte of parameter, gradient and state is read once and written once.
@@ -31,7 +37,47 @@
 #define TOR_INLINE static inline __attribute__((always_inline))
 #define TOR_SIMD _Pragma("omp simd")
 
-int torchopt_kernels_abi_version(void) { return 1; }
+int torchopt_kernels_abi_version(void) { return 2; }
+
+/* ------------------------------------------------------------------ the named field lists */
+#define TOR_PROLOGUE(X) X(l2_wd) X(decoupled_mult) X(grad_sign) X(keras_wd) X(keras_lr)
+
+#define SGD_SCALARS(X) TOR_PROLOGUE(X) X(lr) X(momentum) X(one_minus_dampening)
+#define SGD_FLAGS(X) X(use_momentum) X(nesterov) X(keras) X(first)
+#define ADAGRAD_SCALARS(X) TOR_PROLOGUE(X) X(clr) X(eps_in) X(eps_out)
+#define ADAGRAD_FLAGS(X)
+#define RMSPROP_SCALARS(X) TOR_PROLOGUE(X) X(alpha) X(one_minus_alpha) X(c_in) X(c_out) X(momentum) X(eps_in) \
+  X(eps_out)
+#define RMSPROP_FLAGS(X) X(centered) X(use_momentum) X(lerp_high)
+#define ADAM_SCALARS(X) TOR_PROLOGUE(X) X(one_minus_beta1) X(beta2) X(one_minus_beta2) X(step_size) \
+  X(inv_bc2_sqrt) X(eps)
+#define ADAM_FLAGS(X) X(amsgrad) X(lerp_high)
+#define NADAM_SCALARS(X) TOR_PROLOGUE(X) X(one_minus_beta1) X(beta2) X(one_minus_beta2) X(inv_bc2) X(eps) X(c_g) \
+  X(c_m)
+#define NADAM_FLAGS(X) X(lerp_high)
+#define ADAMAX_SCALARS(X) TOR_PROLOGUE(X) X(one_minus_beta1) X(beta2) X(clr) X(eps_in) X(eps_out)
+#define ADAMAX_FLAGS(X) X(lerp_high)
+
+#define TOR_DOUBLE(name) double name;
+#define TOR_INT64(name) int64_t name;
+#define TOR_NAME(name) #name ","
+/* struct <k>_scalars / <k>_flags, and <k>_fields(): "scalar,...,;flag,...," for the loader */
+#define TOR_DECLARE(k, SCALARS, FLAGS)                                                      \
+  struct k##_scalars { SCALARS(TOR_DOUBLE) };                                               \
+  const char *k##_fields(void) { return SCALARS(TOR_NAME) ";" FLAGS(TOR_NAME); }
+#define TOR_DECLARE_FLAGS(k, FLAGS) struct k##_flags { FLAGS(TOR_INT64) };
+
+TOR_DECLARE(sgd, SGD_SCALARS, SGD_FLAGS)
+TOR_DECLARE_FLAGS(sgd, SGD_FLAGS)
+TOR_DECLARE(adagrad, ADAGRAD_SCALARS, ADAGRAD_FLAGS)
+TOR_DECLARE(rmsprop, RMSPROP_SCALARS, RMSPROP_FLAGS)
+TOR_DECLARE_FLAGS(rmsprop, RMSPROP_FLAGS)
+TOR_DECLARE(adam, ADAM_SCALARS, ADAM_FLAGS)
+TOR_DECLARE_FLAGS(adam, ADAM_FLAGS)
+TOR_DECLARE(nadam, NADAM_SCALARS, NADAM_FLAGS)
+TOR_DECLARE_FLAGS(nadam, NADAM_FLAGS)
+TOR_DECLARE(adamax, ADAMAX_SCALARS, ADAMAX_FLAGS)
+TOR_DECLARE_FLAGS(adamax, ADAMAX_FLAGS)
 
 #define TOR_T float
 #define TOR_SFX _f32
@@ -54,10 +100,16 @@ int torchopt_kernels_abi_version(void) { return 1; }
 #define FN(name) TOR_CAT(name, TOR_SFX)
 /* max that propagates NaN like torch.maximum */
 #define TOR_MAX(a, b) (((a) > (b) || (a) != (a)) ? (a) : (b))
+/* torch.lerp(a, b, w) with the same rounding: a + w*(b-a) for |w| < 0.5, else b - (b-a)*(1-w);
+ * hi = (|w| >= 0.5) is a flag decided once on the host and dispatched to a compile-time
+ * constant (a run-time select would keep the loop from vectorizing), omw = (T)1 - w */
+#define TOR_LERP(a, b, w, omw, hi) ((hi) ? (b) - ((b) - (a)) * (omw) : (a) + (w) * ((b) - (a)))
+/* the prologue's scalars, cast to T, as locals wd, dm, gs, kwd, klr */
+#define TOR_PROLOGUE_LOCALS(h)                                                              \
+  const T wd = (T)(h)->l2_wd, dm = (T)(h)->decoupled_mult, gs = (T)(h)->grad_sign;          \
+  const T kwd = (T)(h)->keras_wd, klr = (T)(h)->keras_lr;
 
 /* ---------------------------------------------------------------- SGD
- * H: lr, momentum, 1-dampening, l2 weight decay, decoupled decay factor, grad sign
- * F: use_momentum, nesterov, keras, first (momentum buffer not yet initialised)
  * torch: b = first ? g : mu*b + (1-d)*g;  u = nesterov ? g + mu*b : b;  w -= lr*u
  * keras: v = mu*v - lr*g (first: v = -lr*g);  w += nesterov ? mu*v - lr*g : v
  */
@@ -88,17 +140,17 @@ TOR_INLINE void FN(sgd_tensor)(int64_t len, T *restrict w, const T *restrict g, 
 #define TOR_SGD_LOOP(MOM, NEST, KERAS, FIRST)                                              \
   for (int64_t t = 0; t < n; ++t) {                                                        \
     FN(sgd_tensor)(N[t], (T *)P[t], (const T *)G[t], MOM ? b + off : b, lr, mu, damp, wd, dm, \
-                   kwd, klr, gs, MOM, NEST, KERAS, FIRST);                                           \
+                   kwd, klr, gs, MOM, NEST, KERAS, FIRST);                                 \
     off += N[t];                                                                           \
   }
 
 void FN(sgd)(int64_t n, void *const *P, void *const *G, const int64_t *N, void *const *S,
-             const double *H, const int64_t *F) {
-  const T lr = (T)H[0], mu = (T)H[1], damp = (T)H[2], wd = (T)H[3], dm = (T)H[4], gs = (T)H[5];
-  const T kwd = (T)H[6], klr = (T)H[7];
-  T *b = F[0] ? (T *)S[0] : (T *)0;
+             const struct sgd_scalars *h, const struct sgd_flags *f) {
+  TOR_PROLOGUE_LOCALS(h)
+  const T lr = (T)h->lr, mu = (T)h->momentum, damp = (T)h->one_minus_dampening;
+  T *b = f->use_momentum ? (T *)S[0] : (T *)0;
   int64_t off = 0;
-  const int code = (int)(F[0] ? 1 + (F[1] ? 1 : 0) + (F[2] ? 2 : 0) + (F[3] ? 4 : 0) : 0);
+  const int code = (int)(f->use_momentum ? 1 + (f->nesterov ? 1 : 0) + (f->keras ? 2 : 0) + (f->first ? 4 : 0) : 0);
   switch (code) {
     case 0: TOR_SGD_LOOP(0, 0, 0, 0) break;
     case 1: TOR_SGD_LOOP(1, 0, 0, 0) break;
@@ -113,7 +165,6 @@ void FN(sgd)(int64_t n, void *const *P, void *const *G, const int64_t *N, void *
 }
 
 /* ---------------------------------------------------------------- Adagrad
- * H: clr, l2 weight decay, decoupled decay factor, grad sign, eps_in, eps_out
  * s += g^2;  w -= clr * g / (sqrt(s + eps_in) + eps_out)
  * (torch: eps_in = 0, eps_out = eps; keras: eps_in = eps, eps_out = 0)
  */
@@ -131,10 +182,10 @@ TOR_INLINE void FN(adagrad_tensor)(int64_t len, T *restrict w, const T *restrict
 }
 
 void FN(adagrad)(int64_t n, void *const *P, void *const *G, const int64_t *N, void *const *S,
-                 const double *H, const int64_t *F) {
-  (void)F;
-  const T clr = (T)H[0], wd = (T)H[1], dm = (T)H[2], gs = (T)H[3], ein = (T)H[4], eout = (T)H[5];
-  const T kwd = (T)H[6], klr = (T)H[7];
+                 const struct adagrad_scalars *h, const int64_t *f) {
+  (void)f;
+  TOR_PROLOGUE_LOCALS(h)
+  const T clr = (T)h->clr, ein = (T)h->eps_in, eout = (T)h->eps_out;
   T *s = (T *)S[0];
   int64_t off = 0;
   for (int64_t t = 0; t < n; ++t) {
@@ -145,20 +196,18 @@ void FN(adagrad)(int64_t n, void *const *P, void *const *G, const int64_t *N, vo
 }
 
 /* ---------------------------------------------------------------- RMSprop
- * H: alpha, c_in, c_out, momentum, l2 weight decay, decoupled decay factor, grad sign,
- *    eps_in, eps_out
- * F: centered, use_momentum.   S: square_avg, grad_avg, momentum_buffer
- * v = a*v + (1-a)*g^2;  centered: gbar += (1-a)*(g - gbar), D = v - gbar^2 else D = v
+ * S: square_avg, grad_avg, momentum_buffer
+ * v = a*v + (1-a)*g^2;  centered: gbar = lerp(gbar, g, 1-a), D = v - gbar^2 else D = v
  * inc = c_in * g / (sqrt(D + eps_in) + eps_out)
  * momentum: buf = mu*buf + inc, w -= c_out*buf;  else w -= c_out*inc
  * (torch: c_in = 1, c_out = lr, eps outside; keras: c_in = lr, c_out = 1, eps inside)
  */
 TOR_INLINE void FN(rmsprop_tensor)(int64_t len, T *restrict w, const T *restrict g,
                                    T *restrict v, T *restrict ga, T *restrict buf, const T a,
-                                   const T cin, const T cout, const T mu, const T wd,
+                                   const T oma, const T cin, const T cout, const T mu, const T wd,
                                    const T dm, const T kwd, const T klr, const T gs, const T ein, const T eout,
-                                   const int centered, const int mom) {
-  const T oma = (T)1 - a;
+                                   const int centered, const int mom, const int hi) {
+  const T omoma = (T)1 - oma;
   TOR_SIMD
   for (int64_t i = 0; i < len; ++i) {
     T wi = w[i] * dm - (w[i] * kwd) * klr;
@@ -167,7 +216,7 @@ TOR_INLINE void FN(rmsprop_tensor)(int64_t len, T *restrict w, const T *restrict
     v[i] = vi;
     T d = vi;
     if (centered) {
-      T gai = ga[i] + oma * (gi - ga[i]);
+      T gai = TOR_LERP(ga[i], gi, oma, omoma, hi);
       ga[i] = gai;
       d = vi - gai * gai;
     }
@@ -183,47 +232,54 @@ TOR_INLINE void FN(rmsprop_tensor)(int64_t len, T *restrict w, const T *restrict
   }
 }
 
-#define TOR_RMS_LOOP(C, M)                                                                 \
+#define TOR_RMS_LOOP(C, M, HI)                                                             \
   for (int64_t t = 0; t < n; ++t) {                                                        \
     FN(rmsprop_tensor)(N[t], (T *)P[t], (const T *)G[t], v + off, C ? ga + off : ga,       \
-                       M ? buf + off : buf, a, cin, cout, mu, wd, dm, kwd, klr, gs, ein, eout, C, M); \
+                       M ? buf + off : buf, a, oma, cin, cout, mu, wd, dm, kwd, klr, gs, ein, eout, C, M, \
+                       HI);                                                                \
     off += N[t];                                                                           \
   }
 
 void FN(rmsprop)(int64_t n, void *const *P, void *const *G, const int64_t *N, void *const *S,
-                 const double *H, const int64_t *F) {
-  const T a = (T)H[0], cin = (T)H[1], cout = (T)H[2], mu = (T)H[3], wd = (T)H[4], dm = (T)H[5],
-          gs = (T)H[6], ein = (T)H[7], eout = (T)H[8];
-  const T kwd = (T)H[9], klr = (T)H[10];
+                 const struct rmsprop_scalars *h, const struct rmsprop_flags *f) {
+  TOR_PROLOGUE_LOCALS(h)
+  const T a = (T)h->alpha, oma = (T)h->one_minus_alpha, cin = (T)h->c_in, cout = (T)h->c_out;
+  const T mu = (T)h->momentum, ein = (T)h->eps_in, eout = (T)h->eps_out;
   T *v = (T *)S[0], *ga = (T *)S[1], *buf = (T *)S[2];
   int64_t off = 0;
-  const int code = (F[0] ? 1 : 0) + (F[1] ? 2 : 0);
+  /* lerp_high only matters for the centered average */
+  const int code = (f->centered ? (f->lerp_high ? 2 : 1) : 0) + (f->use_momentum ? 3 : 0);
   switch (code) {
-    case 0: TOR_RMS_LOOP(0, 0) break;
-    case 1: TOR_RMS_LOOP(1, 0) break;
-    case 2: TOR_RMS_LOOP(0, 1) break;
-    case 3: TOR_RMS_LOOP(1, 1) break;
+    case 0: TOR_RMS_LOOP(0, 0, 0) break;
+    case 1: TOR_RMS_LOOP(1, 0, 0) break;
+    case 2: TOR_RMS_LOOP(1, 0, 1) break;
+    case 3: TOR_RMS_LOOP(0, 1, 0) break;
+    case 4: TOR_RMS_LOOP(1, 1, 0) break;
+    case 5: TOR_RMS_LOOP(1, 1, 1) break;
   }
 }
 
 /* ---------------------------------------------------------------- Adam
- * H: beta1, beta2, step_size, 1/bc2_sqrt, eps, l2 weight decay, decoupled decay factor, grad sign
- * F: amsgrad.   S: exp_avg, exp_avg_sq, max_exp_avg_sq
- * m += (1-b1)(g - m);  v = b2*v + (1-b2)*g^2;  amsgrad: vm = max(vm, v)
- * w -= step_size * m / (sqrt(v) * (1/bc2_sqrt) + eps)   (one division per element)
- * (torch: step_size = lr/bc1, bc2_sqrt = sqrt(1-b2^t);
- *  keras epsilon-hat: step_size = lr*sqrt(1-b2^t)/bc1, 1/bc2_sqrt = 1)
+ * S: exp_avg, exp_avg_sq, max_exp_avg_sq
+ * m = lerp(m, g, 1-b1);  v = b2*v + (1-b2)*g^2;  amsgrad: vm = max(vm, v)
+ * w -= step_size * (m / (sqrt(v) * inv_bc2_sqrt + eps))   (one division per element)
+ * (torch: step_size = lr/bc1, inv_bc2_sqrt = 1/sqrt(1-b2^t);
+ *  keras epsilon-hat: step_size = lr*sqrt(1-b2^t)/bc1, inv_bc2_sqrt = 1)
+ * The coefficients 1-b1, 1-b2 come from the host in double, as torch computes them: rounding
+ * (T)1 - (T)b1 here instead biases every step the same way (2e-7 relative for b1 = 0.9f) and
+ * was what made this kernel's float32 runs drift ~3x further from float64 than torch's; the
+ * rounded reciprocal of the bias correction is harmless (measured, tests/optim/test_rounding.py).
  */
 TOR_INLINE void FN(adam_tensor)(int64_t len, T *restrict w, const T *restrict g, T *restrict m,
-                                T *restrict v, T *restrict vm, const T b1, const T b2,
+                                T *restrict v, T *restrict vm, const T omb1, const T b2, const T omb2,
                                 const T ss, const T ibc2s, const T eps, const T wd, const T dm, const T kwd, const T klr,
-                                const T gs, const int ams) {
-  const T omb1 = (T)1 - b1, omb2 = (T)1 - b2;
+                                const T gs, const int ams, const int hi) {
+  const T b1 = (T)1 - omb1;
   TOR_SIMD
   for (int64_t i = 0; i < len; ++i) {
     T wi = w[i] * dm - (w[i] * kwd) * klr;
     T gi = gs * g[i] + wd * wi;
-    T mi = m[i] + omb1 * (gi - m[i]);
+    T mi = TOR_LERP(m[i], gi, omb1, b1, hi);
     m[i] = mi;
     T vi = v[i] * b2 + omb2 * (gi * gi);
     v[i] = vi;
@@ -236,45 +292,44 @@ TOR_INLINE void FN(adam_tensor)(int64_t len, T *restrict w, const T *restrict g,
   }
 }
 
+#define TOR_ADAM_LOOP(AMS, HI)                                                             \
+  for (int64_t t = 0; t < n; ++t) {                                                        \
+    FN(adam_tensor)(N[t], (T *)P[t], (const T *)G[t], m + off, v + off, AMS ? vm + off : vm, omb1, b2, \
+                    omb2, ss, ibc2s, eps, wd, dm, kwd, klr, gs, AMS, HI);                  \
+    off += N[t];                                                                           \
+  }
+
 void FN(adam)(int64_t n, void *const *P, void *const *G, const int64_t *N, void *const *S,
-              const double *H, const int64_t *F) {
-  const T b1 = (T)H[0], b2 = (T)H[1], ss = (T)H[2], ibc2s = (T)H[3], eps = (T)H[4], wd = (T)H[5],
-          dm = (T)H[6], gs = (T)H[7];
-  const T kwd = (T)H[8], klr = (T)H[9];
+              const struct adam_scalars *h, const struct adam_flags *f) {
+  TOR_PROLOGUE_LOCALS(h)
+  const T omb1 = (T)h->one_minus_beta1, b2 = (T)h->beta2, omb2 = (T)h->one_minus_beta2;
+  const T ss = (T)h->step_size, ibc2s = (T)h->inv_bc2_sqrt, eps = (T)h->eps;
   T *m = (T *)S[0], *v = (T *)S[1], *vm = (T *)S[2];
   int64_t off = 0;
-  if (F[0]) {
-    for (int64_t t = 0; t < n; ++t) {
-      FN(adam_tensor)(N[t], (T *)P[t], (const T *)G[t], m + off, v + off, vm + off, b1, b2, ss,
-                      ibc2s, eps, wd, dm, kwd, klr, gs, 1);
-      off += N[t];
-    }
-  } else {
-    for (int64_t t = 0; t < n; ++t) {
-      FN(adam_tensor)(N[t], (T *)P[t], (const T *)G[t], m + off, v + off, vm, b1, b2, ss, ibc2s,
-                      eps, wd, dm, kwd, klr, gs, 0);
-      off += N[t];
-    }
+  switch ((f->amsgrad ? 1 : 0) + (f->lerp_high ? 2 : 0)) {
+    case 0: TOR_ADAM_LOOP(0, 0) break;
+    case 1: TOR_ADAM_LOOP(1, 0) break;
+    case 2: TOR_ADAM_LOOP(0, 1) break;
+    case 3: TOR_ADAM_LOOP(1, 1) break;
   }
 }
 
 /* ---------------------------------------------------------------- NAdam
- * H: beta1, beta2, 1/bc2, eps, c_g, c_m, l2 weight decay, decoupled decay factor, grad sign
  * S: exp_avg, exp_avg_sq
- * m += (1-b1)(g - m);  v = b2*v + (1-b2)*g^2;  d = sqrt(v * (1/bc2)) + eps
- * w += (c_g * g + c_m * m) / d     (one division per element)
+ * m = lerp(m, g, 1-b1);  v = b2*v + (1-b2)*g^2;  d = sqrt(v * inv_bc2) + eps
+ * w += (c_g * g + c_m * m) / d     (one division per element; 1-b1, 1-b2 from the host, see Adam)
  * with c_g = -lr (1 - mu_t) / (1 - U_t), c_m = -lr mu_{t+1} / (1 - U_t mu_{t+1})
  */
 TOR_INLINE void FN(nadam_tensor)(int64_t len, T *restrict w, const T *restrict g, T *restrict m,
-                                 T *restrict v, const T b1, const T b2, const T ibc2,
+                                 T *restrict v, const T omb1, const T b2, const T omb2, const T ibc2,
                                  const T eps, const T cg, const T cm, const T wd, const T dm, const T kwd, const T klr,
-                                 const T gs) {
-  const T omb1 = (T)1 - b1, omb2 = (T)1 - b2;
+                                 const T gs, const int hi) {
+  const T b1 = (T)1 - omb1;
   TOR_SIMD
   for (int64_t i = 0; i < len; ++i) {
     T wi = w[i] * dm - (w[i] * kwd) * klr;
     T gi = gs * g[i] + wd * wi;
-    T mi = m[i] + omb1 * (gi - m[i]);
+    T mi = TOR_LERP(m[i], gi, omb1, b1, hi);
     m[i] = mi;
     T vi = v[i] * b2 + omb2 * (gi * gi);
     v[i] = vi;
@@ -283,37 +338,42 @@ TOR_INLINE void FN(nadam_tensor)(int64_t len, T *restrict w, const T *restrict g
   }
 }
 
+#define TOR_NADAM_LOOP(HI)                                                                 \
+  for (int64_t t = 0; t < n; ++t) {                                                        \
+    FN(nadam_tensor)(N[t], (T *)P[t], (const T *)G[t], m + off, v + off, omb1, b2, omb2, ibc2, eps, cg, \
+                     cm, wd, dm, kwd, klr, gs, HI);                                        \
+    off += N[t];                                                                           \
+  }
+
 void FN(nadam)(int64_t n, void *const *P, void *const *G, const int64_t *N, void *const *S,
-               const double *H, const int64_t *F) {
-  (void)F;
-  const T b1 = (T)H[0], b2 = (T)H[1], ibc2 = (T)H[2], eps = (T)H[3], cg = (T)H[4], cm = (T)H[5],
-          wd = (T)H[6], dm = (T)H[7], gs = (T)H[8];
-  const T kwd = (T)H[9], klr = (T)H[10];
+               const struct nadam_scalars *h, const struct nadam_flags *f) {
+  TOR_PROLOGUE_LOCALS(h)
+  const T omb1 = (T)h->one_minus_beta1, b2 = (T)h->beta2, omb2 = (T)h->one_minus_beta2;
+  const T ibc2 = (T)h->inv_bc2, eps = (T)h->eps, cg = (T)h->c_g, cm = (T)h->c_m;
   T *m = (T *)S[0], *v = (T *)S[1];
   int64_t off = 0;
-  for (int64_t t = 0; t < n; ++t) {
-    FN(nadam_tensor)(N[t], (T *)P[t], (const T *)G[t], m + off, v + off, b1, b2, ibc2, eps, cg,
-                     cm, wd, dm, kwd, klr, gs);
-    off += N[t];
+  if (f->lerp_high) {
+    TOR_NADAM_LOOP(1)
+  } else {
+    TOR_NADAM_LOOP(0)
   }
 }
 
 /* ---------------------------------------------------------------- Adamax
- * H: beta1, beta2, clr, eps_in, eps_out, l2 weight decay, decoupled decay factor, grad sign
  * S: exp_avg, exp_inf
- * m += (1-b1)(g - m);  u = max(b2*u, |g| + eps_in);  w -= clr * m / (u + eps_out)
+ * m = lerp(m, g, 1-b1);  u = max(b2*u, |g| + eps_in);  w -= clr * m / (u + eps_out)
  * (torch: eps_in = eps, eps_out = 0; keras: eps_in = 0, eps_out = eps)
  */
 TOR_INLINE void FN(adamax_tensor)(int64_t len, T *restrict w, const T *restrict g,
-                                  T *restrict m, T *restrict u, const T b1, const T b2,
+                                  T *restrict m, T *restrict u, const T omb1, const T b2,
                                   const T clr, const T ein, const T eout, const T wd,
-                                  const T dm, const T kwd, const T klr, const T gs) {
-  const T omb1 = (T)1 - b1;
+                                  const T dm, const T kwd, const T klr, const T gs, const int hi) {
+  const T b1 = (T)1 - omb1;
   TOR_SIMD
   for (int64_t i = 0; i < len; ++i) {
     T wi = w[i] * dm - (w[i] * kwd) * klr;
     T gi = gs * g[i] + wd * wi;
-    T mi = m[i] + omb1 * (gi - m[i]);
+    T mi = TOR_LERP(m[i], gi, omb1, b1, hi);
     m[i] = mi;
     T a = u[i] * b2, b = TOR_FABS(gi) + ein;
     T ui = TOR_MAX(a, b);
@@ -322,22 +382,35 @@ TOR_INLINE void FN(adamax_tensor)(int64_t len, T *restrict w, const T *restrict 
   }
 }
 
+#define TOR_ADAMAX_LOOP(HI)                                                                \
+  for (int64_t t = 0; t < n; ++t) {                                                        \
+    FN(adamax_tensor)(N[t], (T *)P[t], (const T *)G[t], m + off, u + off, omb1, b2, clr, ein, eout, \
+                      wd, dm, kwd, klr, gs, HI);                                           \
+    off += N[t];                                                                           \
+  }
+
 void FN(adamax)(int64_t n, void *const *P, void *const *G, const int64_t *N, void *const *S,
-                const double *H, const int64_t *F) {
-  (void)F;
-  const T b1 = (T)H[0], b2 = (T)H[1], clr = (T)H[2], ein = (T)H[3], eout = (T)H[4], wd = (T)H[5],
-          dm = (T)H[6], gs = (T)H[7];
-  const T kwd = (T)H[8], klr = (T)H[9];
+                const struct adamax_scalars *h, const struct adamax_flags *f) {
+  TOR_PROLOGUE_LOCALS(h)
+  const T omb1 = (T)h->one_minus_beta1, b2 = (T)h->beta2, clr = (T)h->clr;
+  const T ein = (T)h->eps_in, eout = (T)h->eps_out;
   T *m = (T *)S[0], *u = (T *)S[1];
   int64_t off = 0;
-  for (int64_t t = 0; t < n; ++t) {
-    FN(adamax_tensor)(N[t], (T *)P[t], (const T *)G[t], m + off, u + off, b1, b2, clr, ein,
-                      eout, wd, dm, kwd, klr, gs);
-    off += N[t];
+  if (f->lerp_high) {
+    TOR_ADAMAX_LOOP(1)
+  } else {
+    TOR_ADAMAX_LOOP(0)
   }
 }
 
 #undef T
 #undef FN
 #undef TOR_MAX
+#undef TOR_LERP
+#undef TOR_SGD_LOOP
+#undef TOR_RMS_LOOP
+#undef TOR_ADAM_LOOP
+#undef TOR_NADAM_LOOP
+#undef TOR_ADAMAX_LOOP
+#undef TOR_PROLOGUE_LOCALS
 #endif
