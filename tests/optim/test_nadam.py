@@ -127,3 +127,59 @@ def test_errors():
     ]:
         with pytest.raises(ValueError, match=match):
             NAdam(p, **kwargs)
+
+
+@pytest.mark.parametrize("fused", [None, False], ids=["fast", "reference"])
+def test_keras_product_with_beta1_from_a_scheduler(fused):
+    """OneCycleLR(cycle_momentum=True) changes beta1 every step: Keras keeps ONE running product,
+    multiplied each step by u_t of the current beta1 (nadam.py: u_product_t = u_product * u_t).
+    Against that rule by hand in float64; the saved state stays one number per group."""
+    steps = 12
+    grads = grad_sequence(steps)
+    params = make_params()
+    w0 = [p.detach().clone() for p in params]
+    opt = NAdam(params, lr=LR, betas=(B1, B2), eps=EPS, semantics="keras", fused=fused)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=steps, cycle_momentum=True,
+                                                base_momentum=0.8, max_momentum=0.95)
+    used = []  # (lr, beta1) of every step
+    for row in grads:
+        used.append((opt.param_groups[0]["lr"], opt.param_groups[0]["betas"][0]))
+        for p, g in zip(params, row):
+            p.grad = g.clone()
+        opt.step()
+        sched.step()
+    assert len({b for _, b in used}) > 5  # beta1 really moved
+
+    U, out = 1.0, []
+    flat_w = torch.cat([w.reshape(-1) for w in w0]).tolist()
+    m, v = [0.0] * len(flat_w), [0.0] * len(flat_w)
+    for t, ((lr, b1), row) in enumerate(zip(used, grads), start=1):
+        u_t, u_next = b1 * (1 - 0.5 * 0.96 ** t), b1 * (1 - 0.5 * 0.96 ** (t + 1))
+        U = U * u_t
+        flat_g = torch.cat([g.reshape(-1) for g in row]).tolist()
+        for i, g in enumerate(flat_g):
+            m[i] = m[i] + (g - m[i]) * (1 - b1)
+            v[i] = v[i] + (g * g - v[i]) * (1 - B2)
+            m_hat = u_next * m[i] / (1 - U * u_next) + (1 - u_t) * g / (1 - U)
+            flat_w[i] = flat_w[i] - lr * m_hat / (math.sqrt(v[i] / (1 - B2 ** t)) + EPS)
+    got = torch.cat([p.detach().reshape(-1) for p in params])
+    torch.testing.assert_close(got, torch.tensor(flat_w, dtype=torch.float64), rtol=1e-12, atol=1e-14)
+    assert opt.state_dict()["global_state"]["u_product"] == [pytest.approx(U, rel=1e-14)]
+
+
+def test_older_global_product_format_still_resumes():
+    """Checkpoints of this library before one product per group kept {"beta1,psi": U}."""
+    grads = grad_sequence(6)
+    params = make_params()
+    opt = NAdam(params, lr=LR, semantics="keras")
+    feed(opt, params, grads[:3])
+    sd = copy.deepcopy(opt.state_dict())
+    (U,) = sd["global_state"]["u_product"]
+    sd["global_state"]["u_product"] = {f"{0.9!r},{1.0!r}": U}
+    twin = [p.detach().clone().requires_grad_() for p in params]
+    opt2 = NAdam(twin, lr=LR, semantics="keras")
+    opt2.load_state_dict(sd)
+    feed(opt, params, grads[3:])
+    feed(opt2, twin, grads[3:])
+    for a, b in zip(params, twin):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -93,9 +93,11 @@ class NAdam(FlatOptimizer):
         ``mu_product``).  ``semantics="keras"`` is Keras 3's ``keras/src/optimizers/nadam.py``:
         the schedule is :math:`0.96^t` (lines 119-120; :math:`\psi = 1`, while torch's
         default :math:`\psi = 0.004` is tf.keras <= 2.10's), and :math:`U_t` is *one global*
-        product updated once per step (lines 93 and 95-105), not per parameter; it is kept
-        in ``state_dict()["global_state"]`` (per-param ``mu_product`` mirrors it).  The
-        update itself (lines 123-146) is the formula above, with the global step.
+        product updated once per step (lines 93 and 95-105), not per parameter: one running
+        product per param group, multiplied each step by :math:`\mu_t` of the group's current
+        :math:`\beta_1` (a scheduler may change it), kept in
+        ``state_dict()["global_state"]["u_product"]`` (per-param ``mu_product`` mirrors it).
+        The update itself (lines 123-146) is the formula above, with the global step.
         {keras_common}
 
     References:
@@ -142,33 +144,43 @@ class NAdam(FlatOptimizer):
 
     # ---------------------------------------------------------------- global (Keras) product
 
-    def _u_products(self) -> dict[str, float]:
-        return self._global_state.setdefault("u_product", {})
+    def _u_products(self) -> list[float | None]:
+        """Keras's product U_t: one running product per param group (``None`` for torch-semantics
+        groups and before a group's first step), in ``global_state["u_product"]``."""
+        products = self._global_state.get("u_product")
+        if not isinstance(products, list):  # none yet, or this library's older {"beta1,psi": U} form
+            old = products or {}
+            products = [old.get(_key(float(g["betas"][0]), float(g["momentum_decay"])))
+                        for g in self.param_groups]
+            self._global_state["u_product"] = products
+        products.extend([None] * (len(self.param_groups) - len(products)))
+        return products
 
     def _begin_step(self) -> None:
-        """Advance Keras's global product U_t once per step, for each (beta1, psi) in use."""
+        """Advance each keras group's U_t once per step by the current factor
+        u_t = beta1 (1 - 0.5 * 0.96^(psi t)), with the group's beta1 *now* (Keras's
+        ``u_product_t = self._u_product * u_t``; a scheduler may change beta1)."""
         t = self._keras_step()
         products = self._u_products()
-        done = set()
-        for group in self.param_groups:
+        for i, group in enumerate(self.param_groups):
             if group["semantics"] != "keras":
                 continue
             beta1, psi = float(group["betas"][0]), float(group["momentum_decay"])
-            key = _key(beta1, psi)
-            if key in done:
-                continue
-            done.add(key)
-            if key in products:
-                products[key] = products[key] * _mu(beta1, psi, t)
-            else:  # first use (or a state from torch.optim): the product of the schedule
-                products[key] = math.prod(_mu(beta1, psi, i) for i in range(1, t + 1))
+            if products[i] is None:  # first step (or a state from torch.optim): the schedule's product
+                products[i] = math.prod(_mu(beta1, psi, k) for k in range(1, t + 1))
+            else:
+                products[i] = products[i] * _mu(beta1, psi, t)
 
     def _global_u(self, group: dict[str, Any]) -> float:
-        return self._u_products()[_key(group["betas"][0], group["momentum_decay"])]
+        products = self._u_products()
+        for i, g in enumerate(self.param_groups):
+            if g is group:
+                return products[i]
+        raise KeyError("not a param group of this optimizer")
 
     def _derive_global_state(self) -> dict[str, Any]:
         glob = super()._derive_global_state()
-        glob["u_product"] = {}  # recomputed from the schedule on the next step
+        glob["u_product"] = []  # recomputed from the schedule on the next step
         return glob
 
     # ---------------------------------------------------------------- state
