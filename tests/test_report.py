@@ -375,14 +375,15 @@ def test_incomplete_and_malformed_runs_are_listed_not_counted(tmp_path):
     d = exp / "sgd" / "seed7"
     d.mkdir()
     (d / "run.json").write_text(json.dumps({"status": "done", "label": "sgd", "optimizer": "sgd", "seed": None,
-                                            "config": None, "test": None}))      # done, but no metrics
+                                            "config": None, "test": None}))      # not a record we wrote
     (exp / "notes").mkdir()                                                       # not a label: no seed folders
     write_report(exp, plots=False)
     md = (exp / "report.md").read_text()
     section = md.split("## Runs that diverged, failed or are incomplete")[1].split("\n## ")[0]
     assert "| adam | 5 | running |" in section
     assert "| sgd | 6 | unknown |" in section and "unreadable run.json" in section
-    assert "| sgd | 7 | done |" in section and "no metrics.csv" in section
+    # a run.json that is not a record this tool wrote is reported as such, never half-used
+    assert "| sgd | 7 | unknown |" in section and "unusable run.json (seed is None)" in section
     rows = {r["label"]: r for r in read_csv(exp / "summary.csv")}
     assert rows["sgd"]["n_used"] == "2" and rows["adam"]["n_used"] == "2"
     assert "notes" not in rows
@@ -469,3 +470,29 @@ def test_a_small_review_reads_true(tmp_path):
     assert {"train_loss.png", "validation.png", "pairings.png", "test_acc.png"} <= set(embedded)
     for name in embedded:
         assert (exp / name).read_bytes()[:8] == PNG_MAGIC, name
+
+
+def test_a_report_that_fails_half_way_leaves_the_previous_one_intact(tmp_path, monkeypatch):
+    """Writes that replace earlier output are atomic as a set: the new PNGs are drawn aside and
+    swapped in only when everything is ready, so a failure (a full disk, a plotting error) after
+    the first figure keeps the old report.md, tables and figures, and leaves no staging folder."""
+    from torchopt_review.report import plots, write
+
+    exp = make_experiment(tmp_path / "exp")
+    write_report(exp)
+    before = {p.name: p.read_bytes() for p in exp.iterdir() if p.is_file()}
+    assert "report.md" in before and "train_loss.png" in before
+
+    real = plots._make_plots
+
+    def draw_one_then_fail(plt, out_dir, *args):
+        (out_dir / "train_loss.png").write_bytes(b"half a new figure")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plots, "_make_plots", draw_one_then_fail)
+    with pytest.raises(OSError):
+        write.write_report(exp)
+    after = {p.name: p.read_bytes() for p in exp.iterdir() if p.is_file()}
+    assert after == before
+    assert [p.name for p in exp.iterdir() if p.name.startswith(".report-")] == []
+    monkeypatch.setattr(plots, "_make_plots", real)

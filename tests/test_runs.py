@@ -30,7 +30,7 @@ def good_record(**changes) -> dict:
 
 @pytest.mark.parametrize("data, why", [
     ({}, "status"), ([], "list"), ("done", "str"), (good_record(epochs="3"), "epochs"),
-    (good_record(epochs=None), "epochs"), (good_record(config=[1]), "config"), (good_record(seed=True), "seed"),
+    (good_record(epochs=None), "epochs"), (good_record(config=[1]), "config"), (good_record(seed=None), "seed"), (good_record(seed=True), "seed"),
     (good_record(test={"acc": "high"}), "test"), (good_record(status="finished"), "status"),
 ])
 def test_a_record_this_tool_did_not_write_is_refused_with_its_reason(data, why, tmp_path):

@@ -160,12 +160,13 @@ def record_problem(data: Any) -> str | None:
     if data.get("status") not in (DONE, DIVERGED, FAILED, RUNNING):
         return f"status {data.get('status')!r} is not one of {DONE}, {DIVERGED}, {FAILED}, {RUNNING}"
     checks = (("label", lambda v: isinstance(v, str) and v != ""), ("optimizer", lambda v: isinstance(v, str)),
-              ("seed", _is_int), ("config", lambda v: isinstance(v, dict)))
+              ("seed", _is_int))
     for key, ok in checks:
         if not ok(data.get(key)):
             return f"{key} is {data.get(key)!r}" if key in data else f"it has no {key!r}"
     optional = (("epochs", lambda v: _is_int(v) and v >= 1), ("epochs_completed", lambda v: _is_int(v) and v >= 0),
-                ("fingerprint", lambda v: isinstance(v, dict)), ("lr", _is_number),
+                ("fingerprint", lambda v: isinstance(v, dict)), ("config", lambda v: isinstance(v, dict)),
+                ("lr", _is_number),
                 ("test", lambda v: v is None or (isinstance(v, dict) and all(_is_number(v.get(k)) for k in ("acc", "loss")))),
                 ("diverged", lambda v: v is None or isinstance(v, dict)), ("wall_s", _is_number))
     for key, ok in optional:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from .. import runs as rf
@@ -31,13 +34,22 @@ def write_report(exp_dir: Path, *, config: dict | None = None, plots: bool = Tru
         config = read_plan(exp_dir)
     a = analyse(runs)
 
-    for name in PLOT_FILES:  # never leave a stale figure from an earlier report
-        (exp_dir / name).unlink(missing_ok=True)
-    drawn = make_plots(exp_dir, a.fixed, a.by_opt, a.grids, a.pick) if plots else {}
-    test_key = final_acc_key(a.fixed, a.pick) if drawn else "test_acc"
-
-    rf.atomic_write_text(exp_dir / SUMMARY_CSV, summary_csv(a))
-    rf.atomic_write_text(exp_dir / CLAIMS_CSV, claims_csv(a))
-    out = exp_dir / REPORT_MD
-    rf.atomic_write_text(out, render(exp_dir, a, config=config, plots=plots, drawn=drawn, test_key=test_key))
-    return out
+    # Everything new is made first (the PNGs in a staging folder beside the report), and only
+    # then swapped in: a report that fails half way (a full disk, a plotting error) leaves the
+    # previous report, its tables and its figures as they were.
+    stage = Path(tempfile.mkdtemp(dir=exp_dir, prefix=".report-"))
+    try:
+        drawn = make_plots(stage, a.fixed, a.by_opt, a.grids, a.pick) if plots else {}
+        test_key = final_acc_key(a.fixed, a.pick) if drawn else "test_acc"
+        texts = {SUMMARY_CSV: summary_csv(a), CLAIMS_CSV: claims_csv(a),
+                 REPORT_MD: render(exp_dir, a, config=config, plots=plots, drawn=drawn, test_key=test_key)}
+        for name in PLOT_FILES:  # never leave a stale figure from an earlier report
+            if (stage / name).exists():
+                os.replace(stage / name, exp_dir / name)
+            else:
+                (exp_dir / name).unlink(missing_ok=True)
+        for name, text in texts.items():  # report.md last: it points at the files before it
+            rf.atomic_write_text(exp_dir / name, text)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return exp_dir / REPORT_MD
