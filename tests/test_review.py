@@ -4,18 +4,22 @@ uses real worker processes (a worker that dies), one runs the real CLI end to en
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from torchopt_review import review as rv
+from torchopt_review import runs
 from torchopt_review.review import worker as review_worker
 from torchopt_review.config import CONFIG_DIR, load_config
 from torchopt_review.errors import ConfigError, UserError
@@ -402,3 +406,164 @@ def test_cli_end_to_end_with_real_training(tmp_path, synthetic_data_dir, names):
 
 def _must_not_run(cfg, **kw):
     raise AssertionError(f"{cfg.run_dir} was finished and should have been skipped")
+
+
+# -- hostile inputs and signals ------------------------------------------------------------------
+
+TINY = """\
+experiment: {experiment}
+seeds: [0]
+overrides: {{data: {{val_size: 200}}, trainer: {{epochs: {epochs}, diagnostics: false}}}}
+runs: {{sgd: {{}}, adam: {{}}}}
+"""
+
+
+class _Deadline(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fail (instead of hanging the suite) when the block takes longer than ``seconds``."""
+    def expired(signum, frame):
+        raise _Deadline(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    return err
+
+
+def test_seed_range_and_count_are_checked_at_once(tmp_path, capsys, names):
+    with deadline(20):  # a quadratic duplicate check over 10**8 seeds never ends
+        code = rv.main(["--seeds", "0-100000000", "--logdir", str(tmp_path)])
+    assert code == 2 and "100000001 seeds; a review takes at most 1000" in one_error_line(capsys)
+    assert rv.main(["--seeds", "4294967296", "--logdir", str(tmp_path)]) == 2
+    assert "seed 4294967296 is out of range" in one_error_line(capsys)
+    assert rv.main(["--seeds", "1" * 5000, "--logdir", str(tmp_path)]) == 2  # int() would refuse 4300+ digits
+    assert "out of range" in one_error_line(capsys)
+    assert list(tmp_path.iterdir()) == []  # refused before anything is written
+    assert rv.parse_seeds("0,4294967295") == [0, 2**32 - 1]
+    with deadline(20):
+        assert rv.parse_seeds(list(range(1000))) == list(range(1000))
+    for bad in ([2**32], list(range(1001))):
+        with pytest.raises(ConfigError):
+            rv.ReviewConfig.from_mapping({"seeds": bad})
+
+
+@pytest.mark.parametrize("value, message", [
+    ([1, 2], "experiment must be a folder name (a string), got list: [1, 2]"),
+    (2024, 'got int: 2024 (quote it: "2024")'),
+    (None, "got nothing"),
+    ("x" * 256, "is too long: a folder name takes at most 255 bytes"),
+    ("é" * 128, "at most 255 bytes (UTF-8), this one 256"),
+    ("a\nb", "must be a plain folder name"),
+    ("a\x00b", "must be a plain folder name"),
+    ("..", "must be a plain folder name"),
+])
+def test_experiment_names_that_are_not_folder_names_are_refused(value, message, names):
+    with pytest.raises(ConfigError) as err:
+        rv.ReviewConfig.from_mapping({"experiment": value, "runs": ["adam"]})
+    assert message in str(err.value) and len(str(err.value).splitlines()) == 1
+    assert rv.ReviewConfig.from_mapping({"experiment": "é" * 127, "runs": ["adam"]}).experiment == "é" * 127
+
+
+def test_review_yaml_with_a_list_as_experiment_is_one_error_line(tmp_path, capsys, names):
+    conf = tmp_path / "r.yaml"
+    conf.write_text(TINY.format(experiment="[1, 2]", epochs=1))
+    logdir = tmp_path / "runs"
+    assert rv.main(["--config", str(conf), "--logdir", str(logdir), "--data-dir", str(tmp_path / "nowhere")]) == 2
+    assert "r.yaml: experiment must be a folder name (a string), got list: [1, 2]" in one_error_line(capsys)
+    assert not logdir.exists()
+    assert rv.main(["--experiment", "y" * 300, "--logdir", str(logdir)]) == 2
+    assert "is too long" in one_error_line(capsys)
+    with pytest.raises(ConfigError, match="runs label must be a folder name"):
+        rv.ReviewConfig.from_mapping({"runs": {1: {"optim": {"name": "adam"}}}})
+
+
+def test_an_unwritable_lock_is_not_reported_as_another_review(tmp_path, capsys, synthetic_data_dir, names):
+    (tmp_path / "lk" / ".lock").mkdir(parents=True)  # open(O_RDWR) fails: EISDIR
+    argv = ["--logdir", str(tmp_path), "--experiment", "lk", "--opts", "sgd", "--seeds", "0",
+            "--data-dir", str(synthetic_data_dir)]
+    assert rv.main(argv) == 2
+    err = one_error_line(capsys)
+    assert "cannot write" in err and ".lock" in err and "locked by another review" not in err
+
+
+def _cli(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "torchopt_review.review", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_review_json_on_a_full_disk_is_one_error_line_and_no_temporary(tmp_path, synthetic_data_dir, names):
+    import resource
+
+    conf = tmp_path / "r.yaml"
+    conf.write_text(TINY.format(experiment="full", epochs=1))
+    logdir = tmp_path / "runs"
+    # a file-size limit (RLIMIT_FSIZE) is what a full disk looks like to write(): EFBIG after 512 bytes;
+    # Python ignores SIGXFSZ, so the write fails instead of killing the process
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (512, 512))  # noqa: E731
+    proc = _cli("--config", str(conf), "--logdir", str(logdir), "--data-dir", str(synthetic_data_dir),
+                "--in-process", "--no-report", preexec_fn=limit)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"error: cannot write {logdir / 'full' / 'review.json'}: File too large")
+    assert "free some space" in lines[0]
+    assert sorted(p.name for p in (logdir / "full").iterdir()) == [".lock"]  # no .review.json.*.tmp, no run
+
+
+def test_sigterm_stops_an_in_process_review_at_once_and_it_resumes(tmp_path, synthetic_data_dir, names):
+    """SIGTERM while a run trains in the review's own process: exit 143 promptly with one line,
+    the next run never starts, and the same command resumes the interrupted run."""
+    conf = tmp_path / "r.yaml"
+    conf.write_text(TINY.format(experiment="sig", epochs=500))
+    logdir = tmp_path / "runs"
+    args = ["--config", str(conf), "--logdir", str(logdir), "--data-dir", str(synthetic_data_dir),
+            "--limit-batches", "2", "--in-process", "--no-report"]
+    proc = _cli(*args)
+    sgd = logdir / "sig" / "sgd" / "seed0"
+    try:
+        with deadline(240):
+            while not (sgd / "last.ckpt").exists():  # an epoch of sgd is checkpointed
+                assert proc.poll() is None, proc.communicate()[1]
+                time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert time.monotonic() - t0 < 20, err  # it used to train on, then exit 1
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines[-1] == "terminated (SIGTERM): finished epochs are checkpointed; run the same command to resume"
+    assert not any("terminated" in line for line in lines[:-1]) and not any("failed" in line for line in lines)
+    assert not (logdir / "sig" / "adam").exists()  # not started after the signal
+    record = json.loads((sgd / "run.json").read_text())
+    assert record["status"] != "done"
+    # resume: the same review with as many epochs as the checkpoint holds, plus one. A fresh start
+    # would empty the folder first; resuming keeps what is there. (The checkpoint, not metrics.csv:
+    # the signal may land between the two writes; resuming rewrites the CSV from the checkpoint.)
+    rows, _, _ = runs.checkpoint_rows(runs.verify_checkpoint(sgd / "last.ckpt"))
+    done = len(rows)
+    assert done >= 1
+    (sgd / "kept-by-resume").write_text("")
+    again = _cli(*args, "--epochs", str(done + 1))
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert (sgd / "kept-by-resume").exists()
+    record = json.loads((sgd / "run.json").read_text())
+    assert record["status"] == "done" and record["epochs_completed"] >= done + 1

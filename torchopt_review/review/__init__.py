@@ -37,7 +37,7 @@ What it does:
   optimizer, not a failure of the tool. What a worker prints during a run (warnings, tracebacks)
   goes to ``runs/<experiment>/.review-logs/<label>-seed<k>.log``.
 - **One progress line** on stderr for the whole review (runs done/total, running runs with their
-  epoch, ETA from the measured seconds per epoch), redrawn with ``\r`` at most twice a second
+  epoch, ETA from the measured seconds per epoch), redrawn with ``\\r`` at most twice a second
   when stderr is a terminal; otherwise a plain line per finished run.
 - **Locks the experiment**: ``runs/<experiment>/.lock`` (``fcntl.flock``) stops a second review
   of the same experiment; it exits 2 naming the holder's PID. Locks live on the local file
@@ -46,9 +46,14 @@ What it does:
 Exit status: 0 when every run is ``done`` or ``diverged``; 1 when some run failed (or the report
 could not be written); 2 for a usage or configuration error, a missing dataset (looked for before
 anything is written), a locked experiment, or an error the user must fix that a run hit (the
-review then stops starting runs); 130 when interrupted (Ctrl-C stops the workers at once; their
-finished epochs are checkpointed and their ``run.json`` says ``running``: run the same command
-to resume).
+review then stops starting runs); 130 when interrupted by Ctrl-C, 143 by SIGTERM (either stops
+the workers at once; their finished epochs are checkpointed and their ``run.json`` says
+``running``: run the same command to resume).
+
+Limits, checked before anything is written: seeds are integers in ``0..2**32-1`` (a seed also
+derives the data order's and the split's generator seeds, which must stay below torch's 2**64),
+at most 1,000 of them in one review; an experiment name or run label is a string that is one
+plain folder name of at most 255 bytes (no ``/``, ``\\`` or control character, no leading ``.``).
 
 Sharding (one machine is not enough): ``--shard i/n`` with **1-based** ``i`` in ``1..n`` runs
 the runs whose position in the review's (deterministic, seed-major) run list is ``i-1`` modulo

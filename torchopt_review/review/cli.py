@@ -2,17 +2,19 @@
 
 Exit status: 0 every run done or diverged; 1 some run failed (or the report could not be
 written); 2 a usage/config error, a missing dataset, a locked experiment, or an error a run hit
-that the user must fix; 130 interrupted (rerun to resume).
+that the user must fix; 130 interrupted by Ctrl-C, 143 by SIGTERM (rerun to resume).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..config import CONFIG_DIR, merge
-from ..errors import UserError, cli_entry
+from ..errors import Terminated, UserError, cli_entry
 from .engine import ENGINES, review
 from .plan import load_review, parse_opts, parse_seeds, parse_shard
 
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m torchopt_review.review",
         description="Train every optimizer x seed of a review (in parallel, resumable), then write the report.",
         epilog="Exit status: 0 all runs done or diverged (divergence is a result); 1 some run failed; "
-               "2 usage/config error or locked experiment; 130 interrupted (rerun to resume).",
+               "2 usage/config error or locked experiment; 130/143 interrupted by Ctrl-C/SIGTERM (rerun to resume).",
     )
     p.add_argument("--config", default=str(CONFIG_DIR / "review" / "blog.yaml"),
                    help="review YAML, or a name in configs/review/ (blog, geron); default: configs/review/blog.yaml")
@@ -105,6 +107,38 @@ def main(argv: list[str] | None = None) -> int:
                    or (cfg.overrides.get("trainer") or {}).get("accelerator"))
     if workers is None and accelerator in ("gpu", "cuda"):
         workers = 1  # one GPU: one process drives it (what cannot be stacked runs one after the other)
-    result = review(cfg, workers=workers, restart=args.restart, shard=shard, report=not args.no_report,
-                    in_process=args.in_process, threads=args.threads, engine=args.engine)
+    with _sigterm_stops():
+        result = review(cfg, workers=workers, restart=args.restart, shard=shard, report=not args.no_report,
+                        in_process=args.in_process, threads=args.threads, engine=args.engine)
     return result.exit_status
+
+
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """SIGTERM stops the review the way Ctrl-C does: the first one raises
+    :class:`~torchopt_review.errors.Terminated` where the main thread is (later ones, arriving
+    while it unwinds, are ignored), and ``cli_entry`` prints one line and returns 143.
+
+    Without it, SIGTERM during a run trained in this process (``--in-process``) reached
+    Lightning's handler, which ended that run as failed and let the review train the next one; in
+    the pool it killed the review on the spot, without a word. Now a run in this process stops at
+    once (``train.run`` records it failed, resumable), worker processes are killed as on Ctrl-C,
+    the lock is released, and every run resumes from its last checkpointed epoch next time.
+    """
+    fired = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise Terminated(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

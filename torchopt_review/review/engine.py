@@ -3,13 +3,14 @@ engine -> report. :func:`review` is the function API the CLI and ``bench`` call.
 
 from __future__ import annotations
 
+import errno
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
 from ..config import RunConfig
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError, Terminated, UserError
 from ..runs import atomic_write_json, is_finished, read_record, stored_mismatch
 from .expand import expand, review_record, shard_runs
 from .lock import ExperimentLock
@@ -19,6 +20,8 @@ from .progress import Progress, one_line, plural
 from .results import ReviewResult, RunOutcome, key_of, outcome_of, print_summary
 
 ENGINES = ("auto", "pool", "stacked")
+REVIEW_JSON = "review.json"  # runs/<experiment>/review.json: the plan, for the report and for people
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def resolve_engine(engine: str, todo: list[RunConfig], run_fn: Callable[..., dict] | None) -> str:
@@ -99,7 +102,7 @@ def review(
     exp_dir = cfg.exp_dir()
     lock = ExperimentLock(exp_dir, shard).acquire()
     try:
-        atomic_write_json(exp_dir / "review.json", review_record(cfg, all_runs))
+        _write_plan(exp_dir / REVIEW_JSON, review_record(cfg, all_runs))
         outcomes = _finished_before(mine, restart)
         todo = [rc for rc in mine if key_of(rc) not in outcomes]
 
@@ -139,6 +142,17 @@ def review(
     return result
 
 
+def _write_plan(path: Path, record: dict[str, Any]) -> None:
+    """review.json, atomically (a failed write leaves no temporary file); a full disk, a quota or a
+    file-size limit is the user's to fix: one line, not a traceback."""
+    try:
+        atomic_write_json(path, record)
+    except OSError as exc:
+        hint = ("disk full, quota or file-size limit; free some space and run the same command"
+                if exc.errno in _NO_SPACE else "choose another --logdir")
+        raise UserError(f"cannot write {path}: {exc.strerror or exc} ({hint})") from None
+
+
 def _finished_before(runs: list[RunConfig], restart: bool) -> dict[str, RunOutcome]:
     """The runs whose run.json already holds their result (skipped), by key. A run folder that
     holds a run of another configuration stops the review (UserError) unless ``restart``."""
@@ -169,6 +183,8 @@ def _write_report(exp_dir: Path, record: dict[str, Any], stream: TextIO | None) 
         return None, None  # an incomplete install, not a failed review
     try:
         return Path(write_report(exp_dir, config=record)), None
+    except Terminated:
+        raise
     except Exception as exc:  # noqa: BLE001 - the runs are safe on disk; say how to retry
         msg = f"{type(exc).__name__}: {one_line(str(exc))}"
         if stream is not None:

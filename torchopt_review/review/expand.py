@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from ..config import RunConfig, load_config, merge
 from ..errors import ConfigError
-from .plan import ReviewConfig
+from .plan import ReviewConfig, folder_name
 
 
 def selected(cfg: ReviewConfig) -> list[tuple[str, dict[str, Any]]]:
@@ -79,7 +79,8 @@ def expand(cfg: ReviewConfig | Mapping[str, Any]) -> list[RunConfig]:
             )
         settings = merge(merge(cfg.overrides, entry), cfg.cli_overrides)
         for lr in cfg.lrs or [None]:
-            plan.append((label if lr is None else lr_label(label, lr), opt, settings, lr))
+            run_label = label if lr is None else folder_name(lr_label(label, lr), f"{where}run label")
+            plan.append((run_label, opt, settings, lr))
 
     runs: list[RunConfig] = []
     seen: set[tuple[str, int]] = set()

@@ -9,6 +9,8 @@ Locks follow the local file system's semantics: on NFS, prefer ``--shard`` over 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sys
 from pathlib import Path
@@ -37,21 +39,32 @@ class ExperimentLock:
         return sorted(set(pids), key=int)
 
     def _take(self, path: Path, exclusive: bool) -> int:
+        """Lock ``path``; OSError only when another process holds it (an unwritable folder is a UserError)."""
         import fcntl
 
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            self.release()
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}; pass --logdir DIR somewhere writable") from None
         try:
             fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
             os.close(fd)
-            raise
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise  # held by another process
+            self.release()
+            raise UserError(f"cannot lock {path}: {exc.strerror or exc} (a file system without locks?); "
+                            "pass --logdir DIR on a local file system") from None
         self.fds.append(fd)
         return fd
 
     @staticmethod
     def _write_pid(fd: int) -> None:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        """The holder's PID, for the message a refused review prints (best effort: the lock is the flock)."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
     def acquire(self) -> "ExperimentLock":
         try:

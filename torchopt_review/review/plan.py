@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -127,21 +128,45 @@ def load_review(path: str | Path, **fields: Any) -> ReviewConfig:
 
 # -- values ---------------------------------------------------------------------------------------
 
+NAME_MAX = 255  # bytes in one folder name (Linux, macOS; the run folders are copied between them)
+
+
 def folder_name(value: Any, where: str) -> str:
-    """An experiment or run label: one plain folder name."""
-    text = "" if value is None else str(value)
-    if not text or "/" in text or "\\" in text or text.startswith("."):
-        raise ConfigError(f"{where} {text!r} must be a plain folder name (no '/', not starting with '.')")
-    return text
+    """An experiment name or run label: a string that is one plain folder name (no path
+    separator or control character, not hidden, at most NAME_MAX bytes)."""
+    if not isinstance(value, str):
+        kind = "nothing" if value is None else type(value).__name__
+        quote = f' (quote it: "{value}")' if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+        raise ConfigError(f"{where} must be a folder name (a string), got {kind}: {_short(value)}{quote}")
+    too_long = f"{where} {_short(value)} is too long: a folder name takes at most {NAME_MAX} bytes"
+    if len(value) > NAME_MAX:  # before looking at every character of a hostile megabyte
+        raise ConfigError(too_long)
+    if not value or value.startswith(".") or any(c in "/\\" or not c.isprintable() for c in value):
+        raise ConfigError(f"{where} {_short(value)} must be a plain folder name "
+                          "(no '/', '\\' or control characters, not starting with '.')")
+    if len(value.encode()) > NAME_MAX:  # no surrogates left to fail encode(): they are not printable
+        raise ConfigError(too_long + f" (UTF-8), this one {len(value.encode())}")
+    return value
 
 
 def parse_seeds(text: str | int | Iterable[int]) -> list[int]:
-    """``"0-4"`` -> [0..4], ``"0,2,5"``, ``"0-2,7"``, ``3``, or a list; duplicates and negatives are errors."""
+    """``"0-4"`` -> [0..4], ``"0,2,5"``, ``"0-2,7"``, ``3``, or a list of seeds in ``0..SEED_MAX``,
+    at most ``MAX_SEEDS`` of them; duplicates are errors."""
     return _seeds_value(text, "--seeds")
 
 
+# A seed fixes a run's init (torch.manual_seed(seed)), its data order (a generator seeded with
+# 1_000_003 * seed + 7_919 * epoch + 17) and a random split (10_007 * seed + 1). torch takes
+# seeds below 2**64; 0 .. 2**32 - 1 is what every seeding API takes (numpy's, Lightning's
+# seed_everything) and keeps those derived seeds far below torch's limit.
+SEED_MAX = 2**32 - 1
+# Each seed is one run per optimizer: 1,000 seeds x 8 optimizers is already months of CPU time,
+# and expanding more (reading the run configurations) would take minutes before anything runs.
+MAX_SEEDS = 1000
+
+
 def _seeds_value(value: Any, where: str) -> list[int]:
-    usage = f"{where} must be seeds like '0-4', '0,2,5' or a list of integers >= 0"
+    usage = f"{where} must be seeds like '0-4', '0,2,5' or a list of integers in 0..{SEED_MAX}"
     if isinstance(value, bool):
         raise ConfigError(f"{usage}, got {value!r}")
     if isinstance(value, int):
@@ -149,29 +174,69 @@ def _seeds_value(value: Any, where: str) -> list[int]:
     elif isinstance(value, str):
         items = []
         for part in value.replace(" ", "").split(","):
-            lo, sep, hi = part.partition("-")
-            if not (lo.isdigit() and (not sep or hi.isdigit())):
-                raise ConfigError(f"{usage}, got {value!r}")
-            if sep:
-                if int(hi) < int(lo):
-                    raise ConfigError(f"{where}: the range {part!r} is empty (write low-high)")
-                items.extend(range(int(lo), int(hi) + 1))
-            else:
-                items.append(int(lo))
+            m = _SEED_PART.fullmatch(part)
+            if not m:
+                raise ConfigError(f"{usage}, got {_short(value)}")
+            lo = _seed_text(m["lo"], where)
+            if m["hi"] is None:
+                items.append(lo)
+                continue
+            hi = _seed_text(m["hi"], where)
+            if hi < lo:
+                raise ConfigError(f"{where}: the range {part!r} is empty (write low-high)")
+            # counted before the range is made: '0-100000000' must not build 10**8 ints first
+            _check_count(len(items) + hi - lo + 1, where)
+            items.extend(range(lo, hi + 1))
     elif isinstance(value, (list, tuple)):
         items = list(value)
     else:
-        raise ConfigError(f"{usage}, got {value!r}")
-    seeds: list[int] = []
+        raise ConfigError(f"{usage}, got {_short(value)}")
+    _check_count(len(items), where)
+    seen: set[int] = set()
     for s in items:
         if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            raise ConfigError(f"{usage}, got {value!r}")
-        if s in seeds:
+            raise ConfigError(f"{usage}, got {_short(value)}")
+        _check_seed(s, where)
+        if s in seen:
             raise ConfigError(f"{where}: seed {s} is listed twice")
-        seeds.append(s)
-    if not seeds:
+        seen.add(s)
+    if not items:
         raise ConfigError(f"{usage}, got an empty list")
-    return seeds
+    return list(items)
+
+
+_SEED_PART = re.compile(r"(?P<lo>[0-9]+)(?:-(?P<hi>[0-9]+))?")
+
+
+def _seed_text(text: str, where: str) -> int:
+    """A run of ASCII digits as a seed (refused past SEED_MAX before int() reads a huge number)."""
+    if len(text.lstrip("0")) > len(str(SEED_MAX)):
+        raise ConfigError(f"{where}: seed {text[:12]}... ({len(text)} digits) is out of range: seeds are integers "
+                          f"in 0..{SEED_MAX} (2**32 - 1)")
+    seed = int(text)
+    _check_seed(seed, where)
+    return seed
+
+
+def _check_seed(seed: int, where: str) -> None:
+    if seed > SEED_MAX:
+        shown = seed if seed.bit_length() <= 256 else f"of {seed.bit_length()} bits"  # str() refuses 4300+ digits
+        raise ConfigError(f"{where}: seed {shown} is out of range: seeds are integers in 0..{SEED_MAX} (2**32 - 1)")
+
+
+def _check_count(n: int, where: str) -> None:
+    if n > MAX_SEEDS:
+        raise ConfigError(f"{where}: {n} seeds; a review takes at most {MAX_SEEDS} (one run per optimizer and seed): "
+                          "split the sweep into several experiments")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to one short line for an error message."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of 4300+ digits
+        return f"a {type(value).__name__} too large to show"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _lrs_value(value: Any, where: str) -> list[float] | None:
@@ -213,7 +278,7 @@ def _runs_value(value: Any, where: str) -> dict[str, dict[str, Any]]:
     if value is None:
         return {}
     if isinstance(value, (list, tuple)):  # shorthand: a list of registry names
-        value = {str(v): {} for v in value}
+        value = {folder_name(v, f"{where} label"): {} for v in value}
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where} must map run labels to settings (e.g. adam: {{}}), got {value!r}")
     out: dict[str, dict[str, Any]] = {}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from ..config import RunConfig
-from ..errors import UserError
+from ..errors import Terminated, UserError
 
 LOG_DIR = ".review-logs"  # runs/<exp>/.review-logs/<label>-seed<k>.log: a worker's output during a run
 
@@ -48,13 +48,13 @@ def resolve_run_fn(run_fn: RunFn | None) -> RunFn:
 
 
 def call_run(run_fn: RunFn, cfg: RunConfig, restart: bool, on_epoch: Callable[[dict], None]) -> tuple[str, Any]:
-    """Run one training run; never raises (except KeyboardInterrupt): ("ok", run.json dict) |
-    ("user", message) | ("error", traceback text)."""
+    """Run one training run; never raises (except KeyboardInterrupt and Terminated: they stop the
+    review): ("ok", run.json dict) | ("user", message) | ("error", traceback text)."""
     try:
         result = run_fn(cfg, restart=restart, progress=False, on_epoch=on_epoch)
     except UserError as exc:
         return "user", str(exc)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated):
         raise
     except BaseException as exc:  # noqa: BLE001 - a run's crash must not take the review down
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -98,9 +98,15 @@ def worker_main(conn: Any, run_fn_blob: bytes | None, threads: int) -> None:
             return
         key, cfg, restart = task
         send(("start", key, None))
+        terminated = False
         with output_to(review_log(Path(cfg.logdir) / cfg.experiment, cfg.run_label, cfg.seed)):
-            kind, payload = call_run(run_fn, cfg, restart, lambda info, key=key: send(("epoch", key, dict(info))))
+            try:
+                kind, payload = call_run(run_fn, cfg, restart, lambda info, key=key: send(("epoch", key, dict(info))))
+            except Terminated:  # SIGTERM to this worker (Lightning's handler, then train.run): its run stops
+                kind, payload, terminated = "error", "the worker process was sent SIGTERM", True
         send(("end", key, (kind, payload)))
+        if terminated:
+            return
 
 
 @contextlib.contextmanager
