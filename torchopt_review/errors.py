@@ -17,9 +17,10 @@ class ConfigError(UserError, ValueError):
     """A config value or key is invalid."""
 
 
-class Terminated(Exception):
+class Terminated(BaseException):
     """The process was asked to stop (SIGTERM: a scheduler's pre-emption, ``scancel``, ``kill``)
-    after its finished epochs were checkpointed: one line, exit status 128 + 15 = 143."""
+    after its finished epochs were checkpointed: one line, exit status 128 + 15 = 143. A
+    BaseException, like KeyboardInterrupt: no ``except Exception`` may swallow it."""
 
     def __init__(self, signum: int = 15):
         super().__init__(f"terminated (signal {signum})")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import math
@@ -142,6 +143,10 @@ def read_json(path: str | Path) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):  # ValueError: JSONDecodeError, UnicodeDecodeError
         return None
+
+
+# errno values of a full disk / quota / file-size limit: reported as a user error, not a crash
+NO_SPACE = frozenset({errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)})
 
 
 def _is_int(x: Any) -> bool:

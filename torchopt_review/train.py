@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import logging
 import os
 import signal
@@ -120,10 +119,6 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 # -- one run -------------------------------------------------------------------------------
 
-# errno values of a full disk / quota / file-size limit: reported as a user error, not a crash
-_NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
-
-
 def _quiet_disk_full_in_threads() -> None:
     """TensorBoard writes events from a background thread; when the disk fills up that thread dies
     with a traceback printed by ``threading.excepthook``, and the main thread re-raises the same
@@ -133,7 +128,7 @@ def _quiet_disk_full_in_threads() -> None:
         return
 
     def hook(args: threading.ExceptHookArgs) -> None:
-        if isinstance(args.exc_value, OSError) and args.exc_value.errno in _NO_SPACE:
+        if isinstance(args.exc_value, OSError) and args.exc_value.errno in runs.NO_SPACE:
             return
         previous(args)
 
@@ -182,9 +177,11 @@ def run(cfg: RunConfig, *, restart: bool = False, progress: bool = True, summary
         return _run(cfg, restart=restart, progress=progress, summary=progress if summary is None else summary,
                     on_epoch=on_epoch, dataset=dataset)
     except OSError as exc:
-        if exc.errno not in _NO_SPACE:
+        if exc.errno not in runs.NO_SPACE:
             raise
-        where = exc.filename or cfg.run_dir
+        # Lightning stages a checkpoint in /tmp first: name the run folder, where the user looks
+        inside = exc.filename and str(exc.filename).startswith(str(cfg.run_dir))
+        where = exc.filename if inside else cfg.run_dir
         raise UserError(
             f"cannot write {where}: {exc.strerror} (disk full, quota or file-size limit); free some space and "
             "run the same command to resume from the last finished epoch"
@@ -282,7 +279,8 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
             isinstance(exc, SystemExit) and isinstance(exc.__context__, KeyboardInterrupt))
         # Lightning answers SIGTERM by raising SIGTERMException (a SystemExit, status 0) at the
         # next batch: the run stops, resumable from its last finished epoch, and says so
-        terminated = getattr(trainer, "received_sigterm", False) and isinstance(exc, SystemExit)
+        terminated = isinstance(exc, Terminated) or (  # a review's handler, or Lightning's
+            getattr(trainer, "received_sigterm", False) and isinstance(exc, SystemExit))
         folder.fail("interrupted (SIGINT / Ctrl-C)" if interrupted else "terminated (SIGTERM)" if terminated
                     else f"{type(exc).__name__}: {exc}", len(recorder.rows))
         if terminated:
@@ -298,7 +296,7 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
         try:
             logger.finalize("success")
         except OSError as exc:  # a full disk is reported once: by the error in flight, or the run.json write
-            if exc.errno not in _NO_SPACE:
+            if exc.errno not in runs.NO_SPACE:
                 raise
     return record
 

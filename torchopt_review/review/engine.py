@@ -3,7 +3,6 @@ engine -> report. :func:`review` is the function API the CLI and ``bench`` call.
 
 from __future__ import annotations
 
-import errno
 import sys
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any, Callable, Mapping, TextIO
 
 from ..config import RunConfig
 from ..errors import ConfigError, Terminated, UserError
-from ..runs import atomic_write_json, is_finished, read_record, stored_mismatch
+from ..runs import NO_SPACE, atomic_write_json, is_finished, read_record, stored_mismatch
 from .expand import expand, review_record, shard_runs
 from .lock import ExperimentLock
 from .plan import ReviewConfig, parse_shard
@@ -21,7 +20,6 @@ from .results import ReviewResult, RunOutcome, key_of, outcome_of, print_summary
 
 ENGINES = ("auto", "pool", "stacked")
 REVIEW_JSON = "review.json"  # runs/<experiment>/review.json: the plan, for the report and for people
-_NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def resolve_engine(engine: str, todo: list[RunConfig], run_fn: Callable[..., dict] | None) -> str:
@@ -149,7 +147,7 @@ def _write_plan(path: Path, record: dict[str, Any]) -> None:
         atomic_write_json(path, record)
     except OSError as exc:
         hint = ("disk full, quota or file-size limit; free some space and run the same command"
-                if exc.errno in _NO_SPACE else "choose another --logdir")
+                if exc.errno in NO_SPACE else "choose another --logdir")
         raise UserError(f"cannot write {path}: {exc.strerror or exc} ({hint})") from None
 
 

@@ -159,7 +159,7 @@ def parse_seeds(text: str | int | Iterable[int]) -> list[int]:
 # 1_000_003 * seed + 7_919 * epoch + 17) and a random split (10_007 * seed + 1). torch takes
 # seeds below 2**64; 0 .. 2**32 - 1 is what every seeding API takes (numpy's, Lightning's
 # seed_everything) and keeps those derived seeds far below torch's limit.
-SEED_MAX = 2**32 - 1
+from ..config import MAX_SEED as SEED_MAX  # noqa: E402 - one range for train and review
 # Each seed is one run per optimizer: 1,000 seeds x 8 optimizers is already months of CPU time,
 # and expanding more (reading the run configurations) would take minutes before anything runs.
 MAX_SEEDS = 1000
