@@ -49,7 +49,8 @@ def test_keras_velocity_keeps_old_lr_after_lr_change():
     opt.param_groups[0]["lr"] = 0.1
     opt.step()                       # v = 0.5*(-1) - 0.1 = -0.6, w = -1.6
     assert w.item() == pytest.approx(-1.6, abs=1e-15)
-    assert opt.state[w]["momentum_buffer"].item() == pytest.approx(-0.6, abs=1e-15)
+    # the state holds torch's buffer b; Keras's velocity is v = -lr * b (lr of the last step)
+    assert -0.1 * opt.state[w]["momentum_buffer"].item() == pytest.approx(-0.6, abs=1e-15)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -126,3 +127,56 @@ def test_first_momentum_step_falls_back_cleanly():
         ours.step(), theirs.step()
     torch.testing.assert_close(a, b)
     torch.testing.assert_close(ours.state[a]["momentum_buffer"], theirs.state[b]["momentum_buffer"])
+
+
+@pytest.mark.parametrize("fused", [None, False], ids=["fast", "reference"])
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_keras_velocity_with_lr_changes_and_skipped_params(fused, nesterov):
+    """Keras's rule by hand (velocity v = mu v - lr g, lr inside) with the lr changing every few
+    steps, dropping to 0 once, and one param without a gradient for some steps (Keras leaves its
+    velocity as it is) -- the state is kept in torch's units, so this exercises the rescaling."""
+    lrs = [0.1, 0.1, 0.05, 0.05, 0.0, 0.2, 0.2, 0.01, 0.01, 0.3]
+    skip = {2, 3, 6}  # steps at which param 1 has no gradient
+    g = torch.Generator().manual_seed(0)
+    w0 = [torch.randn(4, generator=g, dtype=torch.float64) for _ in range(2)]
+    grads = [[torch.randn(4, generator=g, dtype=torch.float64) for _ in range(2)] for _ in lrs]
+    params = [w.clone().requires_grad_() for w in w0]
+    opt = SGD(params, lr=lrs[0], momentum=MU, nesterov=nesterov, semantics="keras", fused=fused)
+    w = [x.clone() for x in w0]
+    v = [torch.zeros(4, dtype=torch.float64) for _ in range(2)]
+    for t, (lr, row) in enumerate(zip(lrs, grads)):
+        opt.param_groups[0]["lr"] = lr
+        for i, (p, gi) in enumerate(zip(params, row)):
+            p.grad = None if (i == 1 and t in skip) else gi.clone()
+            if p.grad is None:
+                continue
+            v[i] = MU * v[i] - lr * gi
+            w[i] = w[i] + (MU * v[i] - lr * gi if nesterov else v[i])
+        opt.step()
+    for p, expected in zip(params, w):
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_keras_rules_for_momentum_and_nesterov():
+    """Keras 3 (keras/src/optimizers/sgd.py): momentum must lie in [0, 1]; Nesterov with momentum
+    0 is accepted (plain SGD). torch's rules stay torch's."""
+    p = [torch.zeros(2, requires_grad=True)]
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        SGD(p, momentum=1.5, semantics="keras")
+    with pytest.raises(ValueError, match="Invalid momentum value"):
+        SGD(p, momentum=-0.1, semantics="keras")
+    SGD(p, momentum=1.0, semantics="keras")
+    SGD(p, momentum=1.5)  # torch accepts any momentum >= 0
+    with pytest.raises(ValueError, match="Nesterov momentum requires"):
+        SGD(p, nesterov=True)
+    w0 = torch.randn(5, dtype=torch.float64)
+    for fused in (None, False):
+        a = w0.clone().requires_grad_()
+        opt = SGD([a], lr=0.1, nesterov=True, semantics="keras", fused=fused)
+        expected = w0.clone()
+        for _ in range(3):
+            g = torch.randn(5, dtype=torch.float64)
+            a.grad = g.clone()
+            opt.step()
+            expected = expected - 0.1 * g  # Keras: w = w - lr * g when momentum is 0
+        torch.testing.assert_close(a.detach(), expected, rtol=0, atol=1e-15)

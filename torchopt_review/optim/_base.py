@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ._buckets import Bucket, BucketLayout, GroupPlan, is_dense
 from ._cext import load_kernels  # noqa: F401  (re-exported: torchopt_review.bench imports it from here)
+from ._common import scalar_value
 from ._device import DeviceSteps
 from .scalars import device_scalars  # noqa: F401  (re-exported for older imports)
 
@@ -148,14 +149,49 @@ class FlatOptimizer(BucketLayout, DeviceSteps, torch.optim.Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict`` (the saved hyperparameters replace the groups'), except
+        ``semantics``: each group keeps this optimizer's. A state saved under the other semantics
+        (a torch.optim state counts as ``"torch"``) is taken where it means the same thing there
+        (see ``_check_semantics_move``); where it cannot continue exactly, one ``ValueError``,
+        before anything is loaded."""
         glob = state_dict.get("global_state")
+        ours = [g["semantics"] for g in self.param_groups]
+        saved_groups = state_dict.get("param_groups", [])
+        saved = [g.get("semantics", "torch") for g in saved_groups]
+        moves = [(i, src, dst) for i, (src, dst) in enumerate(zip(saved, ours)) if src != dst]
+        if moves:  # checked on the saved dict: a refused load leaves this optimizer as it was
+            saved_state = state_dict.get("state", {})
+            steps = [float(st["step"]) for st in saved_state.values() if "step" in st]
+            global_step = int(glob["step"]) if glob is not None else int(max(steps, default=0))
+            for i, src, dst in moves:
+                group = saved_groups[i]
+                states = [saved_state[k] for k in group["params"] if k in saved_state]
+                self._check_semantics_move(group, states, global_step, src, dst)
         super().load_state_dict(state_dict)
+        for group, semantics in zip(self.param_groups, ours):
+            group["semantics"] = semantics
         if glob is not None:
             self._global_state = copy.deepcopy(glob)
         else:
             self._global_state = self._derive_global_state()
+        for i, src, dst in moves:
+            self._after_semantics_move(i, src, dst)
         self._plans = {}
         self._version += 1
+
+    def _check_semantics_move(self, group: dict[str, Any], states: list[dict[str, Any]], global_step: int,
+                              src: str, dst: str) -> None:
+        """Hook: raise ``ValueError`` if a saved group (its hyperparameters ``group``, its params'
+        ``states``, the optimizer's step ``global_step``), saved under ``src``, cannot continue
+        exactly under ``dst``. The default accepts: the state means the same in both."""
+
+    def _after_semantics_move(self, index: int, src: str, dst: str) -> None:
+        """Hook: adjust ``global_state`` for group ``index``, loaded from ``src`` into ``dst``."""
+        for key in ("momentum_lr", "u_product"):  # per-group entries of the other semantics
+            entries = self._global_state.get(key)
+            if isinstance(entries, list) and index < len(entries):
+                entries[index] = None  # set afresh at the next step
+
 
     def _derive_global_state(self) -> dict[str, Any]:
         """Global state for a state dict saved by torch.optim: the largest per-param step."""
@@ -333,3 +369,34 @@ class FlatOptimizer(BucketLayout, DeviceSteps, torch.optim.Optimizer):
 
     def _keras_step(self) -> int:
         return int(self._global_state["step"])
+
+    def _advance_velocity_scales(self) -> None:
+        """Keras's momentum buffers with the lr inside (SGD's velocity ``v``, RMSprop's
+        ``momentum``) are kept in torch's units: ``momentum_buffer = v / -s`` (SGD) or ``v / s``
+        (RMSprop), where ``s`` is the group's lr of the last step (kept while the lr is 0: no
+        finite buffer in torch's units can hold a velocity at lr 0). So a keras-semantics
+        state_dict is torch's, and continues in torch.optim exactly at a constant lr.
+
+        Once per step, for each keras group with momentum: the new ``s`` (saved per group in
+        ``global_state["momentum_lr"]``) and ``carry = s_old / s_new``, the factor the kernels
+        apply to the buffer before this step's update (1 at a constant lr; Keras's velocity keeps
+        the old lr). Buffers of params without a gradient this step are rescaled here, as Keras
+        leaves their velocity untouched. ``self._velocity[id(group)] = (carry, s_new)``."""
+        scales = self._global_state.setdefault("momentum_lr", [])
+        scales.extend([None] * (len(self.param_groups) - len(scales)))
+        self._velocity: dict[int, tuple[float, float]] = {}
+        for i, group in enumerate(self.param_groups):
+            if group["semantics"] != "keras" or not group["momentum"] > 0:
+                continue
+            lr = float(scalar_value(group["lr"]))
+            old = scales[i]
+            new = lr if lr != 0 else (old if old is not None else 1.0)
+            carry = 1.0 if old is None else old / new
+            scales[i] = new
+            self._velocity[id(group)] = (carry, new)
+            if carry != 1.0:
+                with torch.no_grad():
+                    for p in group["params"]:
+                        buf = self.state.get(p, {}).get("momentum_buffer") if p.grad is None else None
+                        if buf is not None:
+                            buf.mul_(carry)

@@ -70,7 +70,8 @@ class Adamax(FlatOptimizer):
         (lines 120-122) and eps added to ``u`` in the denominator together with the bias
         correction, ``w -= lr * m / ((1 - beta_1^t) (u + eps))`` (lines 123-129).  The
         two differ by ~1e-9 relative in practice, and ``state["exp_inf"]`` holds ``u``
-        with (torch) or without (keras) eps folded in.
+        with (torch) or without (keras) eps folded in -- so with ``eps != 0`` a state_dict does
+        not load into this class under the other semantics (``ValueError``).
         {keras_common}
 
     References:
@@ -105,6 +106,13 @@ class Adamax(FlatOptimizer):
                         foreach=foreach, maximize=maximize, differentiable=differentiable,
                         capturable=capturable, fused=fused, semantics=semantics)
         super().__init__(params, defaults)
+
+    def _check_semantics_move(self, group, states, global_step, src, dst) -> None:
+        if group["eps"] != 0 and any("exp_inf" in st for st in states):
+            raise ValueError(
+                f"Adamax: this state_dict was saved with semantics={src!r}; its exp_inf holds "
+                "max(beta2*u, |g| + eps) under torch and max(beta2*u, |g|) under keras, and one cannot "
+                f"be turned into the other -- load it into Adamax(semantics={src!r})")
 
     # ---------------------------------------------------------------- state
 

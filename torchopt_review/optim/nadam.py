@@ -183,6 +183,18 @@ class NAdam(FlatOptimizer):
         glob["u_product"] = []  # recomputed from the schedule on the next step
         return glob
 
+    def _check_semantics_move(self, group, states, global_step, src, dst) -> None:
+        # exp_avg and exp_avg_sq mean the same in both; the momentum product does not: torch keeps
+        # one per param (over that param's steps), Keras one per optimizer (over its steps). They
+        # agree when every param took every step; the product is then recomputed from the schedule.
+        steps = sorted({float(st["step"]) for st in states if "step" in st})
+        if steps and steps != [float(global_step)]:
+            raise ValueError(
+                f"NAdam: this state_dict was saved with semantics={src!r} and its params took different "
+                f"numbers of steps ({', '.join(f'{s:g}' for s in steps)} of {global_step}); Keras's one "
+                "momentum product and torch's per-parameter products cannot both describe it -- load it "
+                f"into NAdam(semantics={src!r})")
+
     # ---------------------------------------------------------------- state
 
     def _flat_keys(self, group):

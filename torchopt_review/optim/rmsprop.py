@@ -15,8 +15,10 @@ from .scalars import flag_fields, lerp_, prologue_values, scalar_fields
 __all__ = ["RMSprop"]
 
 # The kernels' per-step inputs (csrc/kernels.c: RMSPROP_SCALARS, RMSPROP_FLAGS), after the
-# prologue: inc = c_in * g / (sqrt(D + eps_in) + eps_out); w -= c_out * (momentum buffer or inc)
-# (torch: c_in = 1, c_out = lr, eps outside; keras: c_in = lr, c_out = 1, eps inside).
+# prologue: inc = c_in * g / (sqrt(D + eps_in) + eps_out); buf = momentum * buf + inc;
+# w -= c_out * (buf or inc). torch: c_in = 1, c_out = lr, eps outside. keras: eps inside; without
+# momentum c_in = lr, c_out = 1; with momentum Keras's buffer (lr inside) is kept in torch's units
+# (divided by s, the lr of the last step): c_in = lr/s, c_out = s, momentum * s_old/s.
 # one_minus_alpha: 1 - alpha in double (as torch);  lerp_high: 1 - alpha >= 0.5 (centered average)
 RMSpropScalars = scalar_fields("RMSpropScalars", "alpha", "one_minus_alpha", "c_in", "c_out", "momentum",
                                "eps_in", "eps_out")
@@ -84,7 +86,11 @@ class RMSprop(FlatOptimizer):
         inside the square root (lines 141-143, for the centered form too:
         ``D = v - gbar^2 + eps``), and with momentum the buffer holds
         ``lr * g / sqrt(D)`` -- the lr is inside the buffer (lines 144-152), so after an lr
-        change the two semantics differ even at equal eps.
+        change the two semantics differ even at equal eps.  ``state["momentum_buffer"]`` is kept
+        in torch's units in both semantics (Keras's buffer divided by the lr of the last step,
+        ``state_dict()["global_state"]["momentum_lr"]``), so it loads into ``torch.optim.RMSprop``;
+        its past increments carry their semantics' eps placement, so with ``eps != 0`` it does
+        not load into this class under the other semantics (``ValueError``).
         {keras_common}
 
     References:
@@ -127,6 +133,15 @@ class RMSprop(FlatOptimizer):
                         semantics=semantics)
         super().__init__(params, defaults)
 
+    def _check_semantics_move(self, group, states, global_step, src, dst) -> None:
+        # square_avg and grad_avg do not depend on the semantics; the momentum buffer holds the
+        # past increments g/(sqrt(D)+eps) (torch) or g/sqrt(D+eps) (keras): equal only at eps 0
+        if group["momentum"] > 0 and group["eps"] != 0 and any("momentum_buffer" in st for st in states):
+            raise ValueError(
+                f"RMSprop: this state_dict was saved with semantics={src!r}; its momentum buffers "
+                f"hold increments with the other placement of eps and cannot continue exactly under "
+                f"semantics={dst!r} -- load it into RMSprop(semantics={src!r})")
+
     # ---------------------------------------------------------------- state
 
     def _flat_keys(self, group):
@@ -151,12 +166,19 @@ class RMSprop(FlatOptimizer):
 
     # ---------------------------------------------------------------- fused path
 
+    def _begin_step(self) -> None:
+        self._advance_velocity_scales()
+
     def _coefficients(self, group, b):
         lr = float(scalar_value(group["lr"]))
         self._advance_step(b)
         keras = group["semantics"] == "keras"
         eps = float(group["eps"])
-        if keras:  # eps inside the sqrt, lr inside the momentum buffer
+        momentum = float(group["momentum"])
+        if keras and momentum > 0:  # eps inside the sqrt; Keras's buffer (lr inside) in torch's units
+            carry, scale = self._velocity[id(group)]
+            c_in, c_out, ein, eout, momentum = lr / scale, scale, eps, 0.0, momentum * carry
+        elif keras:  # eps inside the sqrt
             c_in, c_out, ein, eout = lr, 1.0, eps, 0.0
         else:
             c_in, c_out, ein, eout = 1.0, lr, 0.0, eps
@@ -164,7 +186,7 @@ class RMSprop(FlatOptimizer):
                                    decoupled=keras, keras=keras)
         alpha = float(group["alpha"])
         H = RMSpropScalars(**prologue, alpha=alpha, one_minus_alpha=1.0 - alpha, c_in=c_in, c_out=c_out,
-                           momentum=float(group["momentum"]), eps_in=ein, eps_out=eout)
+                           momentum=momentum, eps_in=ein, eps_out=eout)
         return H, RMSpropFlags(centered=int(bool(group["centered"])), use_momentum=int(group["momentum"] > 0),
                                lerp_high=int(1.0 - alpha >= 0.5))
 
@@ -192,20 +214,27 @@ class RMSprop(FlatOptimizer):
 
     def _reference(self, group, p, grad, state) -> None:
         ref_step(state, group["capturable"])
+        keras = group["semantics"] == "keras"
         rmsprop_reference(
             p, grad, state["square_avg"], state.get("grad_avg"), state.get("momentum_buffer"),
             lr=as_float(group["lr"], group["capturable"] or group["differentiable"]),
             alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
             momentum=group["momentum"], centered=group["centered"],
-            maximize=group["maximize"], keras=group["semantics"] == "keras",
+            maximize=group["maximize"], keras=keras,
+            velocity_scale=self._velocity.get(id(group), (1.0, 1.0)) if keras else (1.0, 1.0),
         )
 
 
 def rmsprop_reference(param: Tensor, grad: Tensor, square_avg: Tensor, grad_avg: Tensor | None,
                       momentum_buffer: Tensor | None, *, lr: Any, alpha: float, eps: float,
                       weight_decay: float, momentum: float, centered: bool, maximize: bool,
-                      keras: bool) -> None:
-    """One RMSprop step of one tensor in plain torch ops: the readable ground truth."""
+                      keras: bool, velocity_scale: tuple[float, float] = (1.0, 1.0)) -> None:
+    """One RMSprop step of one tensor in plain torch ops: the readable ground truth.
+
+    Under keras semantics ``momentum_buffer`` holds Keras's momentum (lr inside) divided by ``s``,
+    torch's units; ``velocity_scale = (s_old / s_new, s_new)``
+    (see ``FlatOptimizer._advance_velocity_scales``).
+    """
     grad = grad if not maximize else -grad
     if weight_decay != 0:
         if keras:
@@ -225,8 +254,11 @@ def rmsprop_reference(param: Tensor, grad: Tensor, square_avg: Tensor, grad_avg:
             denominator = square_avg + eps  # rmsprop.py:143
         increment = lr * grad / denominator.sqrt()
         if momentum > 0:
-            momentum_buffer.copy_(momentum * momentum_buffer + increment)  # lr inside
-            param.sub_(momentum_buffer)
+            carry, scale = velocity_scale
+            keras_momentum = (carry * scale) * momentum_buffer  # rmsprop.py:144-152: lr inside
+            keras_momentum = momentum * keras_momentum + increment
+            param.sub_(keras_momentum)
+            momentum_buffer.copy_(keras_momentum / scale)
         else:
             param.sub_(increment)
         return

@@ -14,10 +14,16 @@ from .scalars import flag_fields, prologue_values, scalar_fields
 
 __all__ = ["SGD"]
 
-# The kernels' per-step inputs (csrc/kernels.c: SGD_SCALARS, SGD_FLAGS), after the prologue;
+# The kernels' per-step inputs (csrc/kernels.c: SGD_SCALARS, SGD_FLAGS), after the prologue.
+# Both semantics run torch's update on torch's buffer b:
+#   b <- first ? grad_scale*g : momentum*b + buffer_grad_scale*g
+#   w <- w - lr * (nesterov ? grad_scale*g + nesterov_momentum*b : b)
+# torch: lr, momentum, 1 - dampening, momentum, 1. keras (velocity v = -s*b, s the group's lr of
+# the last step, see FlatOptimizer._advance_velocity_scales): s, momentum * s_old/s, lr/s,
+# momentum, lr/s -- at a constant lr exactly torch's coefficients.
 # ``first``: the momentum buffer does not exist yet (torch creates it from the gradient).
-SGDScalars = scalar_fields("SGDScalars", "lr", "momentum", "one_minus_dampening")
-SGDFlags = flag_fields("SGDFlags", "use_momentum", "nesterov", "keras", "first")
+SGDScalars = scalar_fields("SGDScalars", "lr", "momentum", "buffer_grad_scale", "nesterov_momentum", "grad_scale")
+SGDFlags = flag_fields("SGDFlags", "use_momentum", "nesterov", "first")
 
 
 class SGD(FlatOptimizer):
@@ -56,12 +62,14 @@ class SGD(FlatOptimizer):
     Args:
         {params}
         lr (float, Tensor, optional): learning rate. (default: 1e-3)
-        momentum (float, optional): momentum factor. (default: 0)
+        momentum (float, optional): momentum factor; in [0, 1] under keras semantics, as
+            Keras requires. (default: 0)
         dampening (float, optional): dampening for momentum; must be 0 under keras
             semantics. (default: 0)
         weight_decay (float, optional): weight decay (L2 penalty under torch semantics,
             decoupled under keras semantics). (default: 0)
-        nesterov (bool, optional): enables Nesterov momentum. (default: False)
+        nesterov (bool, optional): enables Nesterov momentum; torch requires a momentum for
+            it, Keras accepts it with momentum 0 (plain SGD then). (default: False)
         {flags}
         {fused}
         {semantics}
@@ -72,8 +80,10 @@ class SGD(FlatOptimizer):
         velocity that already contains the learning rate (``m = m*momentum - lr*g``;
         ``w += m``, or ``w += m*momentum - lr*g`` for Nesterov).  At a constant lr this
         gives the same trajectory as torch's form; after an lr change the two differ,
-        because Keras's velocity keeps the old lr.  A keras-semantics ``momentum_buffer``
-        therefore holds :math:`v = -\gamma b` and is not interchangeable with torch's.
+        because Keras's velocity keeps the old lr.  ``state["momentum_buffer"]`` holds torch's
+        buffer in both semantics: Keras's velocity is :math:`v = -s\,b`, with :math:`s` the lr
+        of the last step (``state_dict()["global_state"]["momentum_lr"]``), so a
+        keras-semantics state_dict continues in ``torch.optim.SGD`` exactly at a constant lr.
         {keras_common}
 
     References:
@@ -107,18 +117,20 @@ class SGD(FlatOptimizer):
             raise ValueError(f"Invalid momentum value: {momentum}")
         if weight_decay < 0.0:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if nesterov and (momentum <= 0 or dampening != 0):
+        if semantics == "keras":
+            _check_keras(momentum, dampening)
+        elif nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        if semantics == "keras" and dampening != 0:
-            raise ValueError(
-                f"Invalid dampening value: {dampening}; Keras's SGD has no dampening, "
-                "so semantics='keras' requires dampening=0"
-            )
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
                         foreach=foreach, differentiable=differentiable, fused=fused,
                         semantics=semantics)
         super().__init__(params, defaults)
+
+    def _check_semantics_move(self, group, states, global_step, src, dst) -> None:
+        # the buffer is torch's in both semantics; only Keras's hyperparameter rules can refuse
+        if dst == "keras":
+            _check_keras(group["momentum"], group["dampening"])
 
     # ---------------------------------------------------------------- state
 
@@ -133,16 +145,25 @@ class SGD(FlatOptimizer):
 
     # ---------------------------------------------------------------- fused path
 
+    def _begin_step(self) -> None:
+        self._advance_velocity_scales()
+
     def _coefficients(self, group, b):
         lr = float(scalar_value(group["lr"]))
         keras = group["semantics"] == "keras"
         prologue = prologue_values(lr, float(scalar_value(group["weight_decay"])), group["maximize"],
                                    decoupled=keras, keras=keras)
         momentum = float(group["momentum"])
-        H = SGDScalars(**prologue, lr=lr, momentum=momentum,
-                       one_minus_dampening=1.0 - float(group["dampening"]))
-        F = SGDFlags(use_momentum=int(momentum != 0), nesterov=int(bool(group["nesterov"])),
-                     keras=int(keras), first=int(bool(b.pending)))
+        use_momentum = momentum != 0
+        if keras and use_momentum:
+            carry, scale = self._velocity[id(group)]
+            H = SGDScalars(**prologue, lr=scale, momentum=momentum * carry, buffer_grad_scale=lr / scale,
+                           nesterov_momentum=momentum, grad_scale=lr / scale)
+        else:
+            H = SGDScalars(**prologue, lr=lr, momentum=momentum, buffer_grad_scale=1.0 - float(group["dampening"]),
+                           nesterov_momentum=momentum, grad_scale=1.0)
+        F = SGDFlags(use_momentum=int(use_momentum), nesterov=int(bool(group["nesterov"]) and use_momentum),
+                     first=int(bool(b.pending)))
         return H, F
 
     def _flat_device(self, p, g, S, s, c, F) -> None:
@@ -150,30 +171,46 @@ class SGD(FlatOptimizer):
             p.sub_(g * s.lr)
             return
         buf = S["momentum_buffer"]
-        lr, mu = s.lr, s.momentum
-        if not F.keras:  # buf = mu*buf + (1-dampening)*g;  p -= lr*(g + mu*buf) or lr*buf
-            buf.copy_(g if F.first else buf * mu + g * s.one_minus_dampening)
-            p.sub_((g + buf * mu if F.nesterov else buf) * lr)
-        else:  # Keras velocity form: v = mu*v - lr*g;  p += mu*v - lr*g or v
-            buf.copy_(g * -lr if F.first else buf * mu - g * lr)
-            p.add_(buf * mu - g * lr if F.nesterov else buf)
+        gs = g if c.grad_scale == 1.0 else g * s.grad_scale
+        buf.copy_(gs if F.first else buf * s.momentum + g * s.buffer_grad_scale)
+        p.sub_((gs + buf * s.nesterov_momentum if F.nesterov else buf) * s.lr)
 
     # ---------------------------------------------------------------- reference kernel
 
     def _reference(self, group, p, grad, state) -> None:
+        keras = group["semantics"] == "keras"
         sgd_reference(
             p, grad, state,
             lr=group["lr"] if group["differentiable"] else scalar_value(group["lr"]),
             momentum=group["momentum"], dampening=group["dampening"],
             weight_decay=group["weight_decay"], nesterov=group["nesterov"],
-            maximize=group["maximize"], keras=group["semantics"] == "keras",
+            maximize=group["maximize"], keras=keras,
+            velocity_scale=self._velocity.get(id(group), (1.0, 1.0)) if keras else (1.0, 1.0),
+        )
+
+
+def _check_keras(momentum: float, dampening: float) -> None:
+    """Keras 3's SGD rules (keras/src/optimizers/sgd.py ``__init__``): momentum in [0, 1], no
+    dampening. Unlike torch it accepts ``nesterov=True`` with momentum 0 (plain SGD then)."""
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"Invalid momentum value: {momentum}; Keras's SGD requires a momentum "
+                         "between 0 and 1 (semantics='keras')")
+    if dampening != 0:
+        raise ValueError(
+            f"Invalid dampening value: {dampening}; Keras's SGD has no dampening, "
+            "so semantics='keras' requires dampening=0"
         )
 
 
 def sgd_reference(param: Tensor, grad: Tensor, state: dict[str, Any], *, lr: Any,
                   momentum: float, dampening: float, weight_decay: Any, nesterov: bool,
-                  maximize: bool, keras: bool) -> None:
-    """One SGD step of one tensor in plain torch ops: the readable ground truth."""
+                  maximize: bool, keras: bool, velocity_scale: tuple[float, float] = (1.0, 1.0)) -> None:
+    """One SGD step of one tensor in plain torch ops: the readable ground truth.
+
+    Under keras semantics ``state["momentum_buffer"]`` holds torch's ``b = -v / s`` for Keras's
+    velocity ``v``, ``velocity_scale = (s_old / s_new, s_new)``
+    (see ``FlatOptimizer._advance_velocity_scales``).
+    """
     grad = grad if not maximize else -grad
     if keras:
         if grad.is_sparse:
@@ -183,15 +220,20 @@ def sgd_reference(param: Tensor, grad: Tensor, state: dict[str, Any], *, lr: Any
         if momentum == 0:
             param.sub_(grad * lr)
             return
+        carry, scale = velocity_scale
         buf = state.get("momentum_buffer")
-        if buf is None:
-            buf = torch.zeros_like(param, memory_format=torch.preserve_format)
-            state["momentum_buffer"] = buf
-        buf.mul_(momentum).sub_(grad * lr)  # v <- mu v - lr g: lr inside the buffer
+        # Keras (sgd.py update_step): v <- mu v - lr g (lr inside); w <- w + v, or
+        # w <- w + mu v - lr g with Nesterov. The state holds b = -v / s in torch's units.
+        v = -(carry * scale) * buf if buf is not None else torch.zeros_like(param)
+        v = momentum * v - lr * grad
         if nesterov:
-            param.add_(buf * momentum - grad * lr)
+            param.add_(momentum * v - lr * grad)
         else:
-            param.add_(buf)
+            param.add_(v)
+        if buf is None:
+            state["momentum_buffer"] = (v / -scale).detach().clone(memory_format=torch.preserve_format)
+        else:
+            buf.copy_(v / -scale)
         return
 
     if weight_decay != 0:

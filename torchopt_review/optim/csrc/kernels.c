@@ -42,8 +42,8 @@ int torchopt_kernels_abi_version(void) { return 2; }
 /* ------------------------------------------------------------------ the named field lists */
 #define TOR_PROLOGUE(X) X(l2_wd) X(decoupled_mult) X(grad_sign) X(keras_wd) X(keras_lr)
 
-#define SGD_SCALARS(X) TOR_PROLOGUE(X) X(lr) X(momentum) X(one_minus_dampening)
-#define SGD_FLAGS(X) X(use_momentum) X(nesterov) X(keras) X(first)
+#define SGD_SCALARS(X) TOR_PROLOGUE(X) X(lr) X(momentum) X(buffer_grad_scale) X(nesterov_momentum) X(grad_scale)
+#define SGD_FLAGS(X) X(use_momentum) X(nesterov) X(first)
 #define ADAGRAD_SCALARS(X) TOR_PROLOGUE(X) X(clr) X(eps_in) X(eps_out)
 #define ADAGRAD_FLAGS(X)
 #define RMSPROP_SCALARS(X) TOR_PROLOGUE(X) X(alpha) X(one_minus_alpha) X(c_in) X(c_out) X(momentum) X(eps_in) \
@@ -110,12 +110,14 @@ TOR_DECLARE_FLAGS(adamax, ADAMAX_FLAGS)
   const T kwd = (T)(h)->keras_wd, klr = (T)(h)->keras_lr;
 
 /* ---------------------------------------------------------------- SGD
- * torch: b = first ? g : mu*b + (1-d)*g;  u = nesterov ? g + mu*b : b;  w -= lr*u
- * keras: v = mu*v - lr*g (first: v = -lr*g);  w += nesterov ? mu*v - lr*g : v
+ * b = first ? gsc*g : mu*b + bgs*g;  u = nesterov ? gsc*g + nmu*b : b;  w -= lr*u
+ * torch: lr, mu, bgs = 1-dampening, nmu = mu, gsc = 1 (1*g == g: torch's rounding).
+ * keras, its velocity v = -s*b kept in torch's units b (s = the lr of the last step):
+ * lr = s, mu = mu*s_old/s, bgs = gsc = lr/s, nmu = mu -- torch's coefficients at a constant lr.
  */
 TOR_INLINE void FN(sgd_tensor)(int64_t len, T *restrict w, const T *restrict g, T *restrict b,
-                               const T lr, const T mu, const T damp, const T wd, const T dm, const T kwd, const T klr,
-                               const T gs, const int mom, const int nest, const int keras,
+                               const T lr, const T mu, const T bgs, const T nmu, const T gsc, const T wd,
+                               const T dm, const T kwd, const T klr, const T gs, const int mom, const int nest,
                                const int first) {
   TOR_SIMD
   for (int64_t i = 0; i < len; ++i) {
@@ -123,44 +125,37 @@ TOR_INLINE void FN(sgd_tensor)(int64_t len, T *restrict w, const T *restrict g, 
     T gi = gs * g[i] + wd * wi;
     if (!mom) {
       wi = wi - lr * gi;
-    } else if (!keras) {
-      T bi = first ? gi : mu * b[i] + damp * gi;
-      b[i] = bi;
-      T ui = nest ? gi + mu * bi : bi;
-      wi = wi - lr * ui;
     } else {
-      T vi = first ? -(lr * gi) : mu * b[i] - lr * gi;
-      b[i] = vi;
-      wi = nest ? wi + (mu * vi - lr * gi) : wi + vi;
+      T bi = first ? gsc * gi : mu * b[i] + bgs * gi;
+      b[i] = bi;
+      T ui = nest ? gsc * gi + nmu * bi : bi;
+      wi = wi - lr * ui;
     }
     w[i] = wi;
   }
 }
 
-#define TOR_SGD_LOOP(MOM, NEST, KERAS, FIRST)                                              \
+#define TOR_SGD_LOOP(MOM, NEST, FIRST)                                                     \
   for (int64_t t = 0; t < n; ++t) {                                                        \
-    FN(sgd_tensor)(N[t], (T *)P[t], (const T *)G[t], MOM ? b + off : b, lr, mu, damp, wd, dm, \
-                   kwd, klr, gs, MOM, NEST, KERAS, FIRST);                                 \
+    FN(sgd_tensor)(N[t], (T *)P[t], (const T *)G[t], MOM ? b + off : b, lr, mu, bgs, nmu, gsc, wd, dm, \
+                   kwd, klr, gs, MOM, NEST, FIRST);                                        \
     off += N[t];                                                                           \
   }
 
 void FN(sgd)(int64_t n, void *const *P, void *const *G, const int64_t *N, void *const *S,
              const struct sgd_scalars *h, const struct sgd_flags *f) {
   TOR_PROLOGUE_LOCALS(h)
-  const T lr = (T)h->lr, mu = (T)h->momentum, damp = (T)h->one_minus_dampening;
+  const T lr = (T)h->lr, mu = (T)h->momentum, bgs = (T)h->buffer_grad_scale;
+  const T nmu = (T)h->nesterov_momentum, gsc = (T)h->grad_scale;
   T *b = f->use_momentum ? (T *)S[0] : (T *)0;
   int64_t off = 0;
-  const int code = (int)(f->use_momentum ? 1 + (f->nesterov ? 1 : 0) + (f->keras ? 2 : 0) + (f->first ? 4 : 0) : 0);
+  const int code = (int)(f->use_momentum ? 1 + (f->nesterov ? 1 : 0) + (f->first ? 2 : 0) : 0);
   switch (code) {
-    case 0: TOR_SGD_LOOP(0, 0, 0, 0) break;
-    case 1: TOR_SGD_LOOP(1, 0, 0, 0) break;
-    case 2: TOR_SGD_LOOP(1, 1, 0, 0) break;
-    case 3: TOR_SGD_LOOP(1, 0, 1, 0) break;
-    case 4: TOR_SGD_LOOP(1, 1, 1, 0) break;
-    case 5: TOR_SGD_LOOP(1, 0, 0, 1) break;
-    case 6: TOR_SGD_LOOP(1, 1, 0, 1) break;
-    case 7: TOR_SGD_LOOP(1, 0, 1, 1) break;
-    case 8: TOR_SGD_LOOP(1, 1, 1, 1) break;
+    case 0: TOR_SGD_LOOP(0, 0, 0) break;
+    case 1: TOR_SGD_LOOP(1, 0, 0) break;
+    case 2: TOR_SGD_LOOP(1, 1, 0) break;
+    case 3: TOR_SGD_LOOP(1, 0, 1) break;
+    case 4: TOR_SGD_LOOP(1, 1, 1) break;
   }
 }
 
