@@ -323,6 +323,17 @@ def test_cli_missing_and_empty_dir_exit_2(tmp_path):
         assert p.stdout == ""
 
 
+def test_cli_usage_errors_are_one_line_like_every_entry_point(tmp_path):
+    for args in (["--plots-please", str(tmp_path)], []):
+        p = _cli(*args)
+        assert p.returncode == 2 and "Traceback" not in p.stderr and p.stdout == ""
+        assert len(p.stderr.strip().splitlines()) == 1 and p.stderr.startswith("error: "), p.stderr
+    compare = subprocess.run([sys.executable, "-m", "torchopt_review.compare", str(tmp_path / "a")],
+                             capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert compare.returncode == 2 and len(compare.stderr.strip().splitlines()) == 1, compare.stderr
+    assert compare.stderr.startswith("error: ")
+
+
 def test_cli_success_prints_one_line_and_imports_no_torch(tmp_path):
     exp = make_experiment(tmp_path / "cli", seeds=[0, 1], extra_bad_runs=False, diagnostics=False, only=("sgd", "adam"))
     code = ("import sys, runpy; sys.argv = ['report', sys.argv[1]]\n"

@@ -16,7 +16,6 @@ they are two draws of the same distribution, and a 5-seed range check is strict 
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import warnings
@@ -25,7 +24,7 @@ from typing import Any
 
 from scipy import stats as _st
 
-from .errors import UserError, cli_entry
+from .errors import ArgumentParser, UserError, cli_entry
 from .report import load_runs, run_scalars
 from .stats import describe
 
@@ -98,7 +97,7 @@ def render(rows: list[dict[str, Any]], a_name: str, b_name: str) -> str:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m torchopt_review.compare", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m torchopt_review.compare", description=__doc__.split("\n\n")[0])
     p.add_argument("a", type=Path, help="first review folder, e.g. runs/blog")
     p.add_argument("b", type=Path, help="second review folder, e.g. runs/blog-stacked")
     p.add_argument("--debug", action="store_true", help="tracebacks instead of one-line errors")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from typing import Callable
@@ -29,6 +30,14 @@ class Terminated(BaseException):
 
 class DataError(UserError):
     """The dataset is missing, corrupt or inconsistent."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``error: ... (see --help)``, exit status 2), like
+    every other error a user can cause, instead of the usage block followed by the message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see --help)")
 
 
 def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError, cli_entry
+from ..errors import ArgumentParser, UserError, cli_entry
 from .contenders import BYTES_PER_PARAM, PARAM_SETS
 from .epoch import bench_epoch
 from .optim import bench_optim
@@ -18,14 +18,6 @@ from .review import bench_review
 from .timing import say
 
 ENGINES = ("pool", "stacked")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors go through :func:`~torchopt_review.errors.cli_entry` (one line,
-    exit status 2) instead of the usage block."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message} (see --help)")
 
 
 def _int_list(text: str) -> list[int]:
@@ -46,7 +38,7 @@ def _str_list(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m torchopt_review.bench",
+    p = ArgumentParser(prog="python -m torchopt_review.bench",
                 description="Benchmarks: optimizer steps (optim), a training epoch (epoch), a review (review).")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="optim|epoch|review")
 

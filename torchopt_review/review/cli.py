@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..config import CONFIG_DIR, merge
-from ..errors import Terminated, UserError, cli_entry
+from ..errors import ArgumentParser, Terminated, UserError, cli_entry
 from .engine import ENGINES, review
 from .plan import load_review, parse_opts, parse_seeds, parse_shard
 
@@ -28,17 +28,10 @@ def _config_path(text: str) -> Path:
     return p
 
 
-class _Parser(argparse.ArgumentParser):
-    """A usage error is one line (``error: ...``, exit status 2), like every other error here."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from ..optim.registry import optimizer_names
 
-    p = _Parser(
+    p = ArgumentParser(
         prog="python -m torchopt_review.review",
         description="Train every optimizer x seed of a review (in parallel, resumable), then write the report.",
         epilog="Exit status: 0 all runs done or diverged (divergence is a result); 1 some run failed; "
