@@ -5,6 +5,8 @@ folder. The configs must come from inside the installed package, not from the ch
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import site
 import subprocess
 import sys
@@ -27,9 +29,18 @@ def installed(tmp_path_factory) -> Path:
     # torch, lightning, ... from this environment; appended after the venv's own site-packages,
     # and without this environment's .pth files (so not its editable install of the project)
     (Path(purelib) / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    build = tmp_path_factory.mktemp("build")
+    # a copy of the tracked files: an in-tree build would leave build/ and *.egg-info in the checkout
+    src = tmp_path_factory.mktemp("src")
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout
+    for name in filter(None, tracked.decode().split("\0")):
+        dst = src / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / name).is_symlink():
+            dst.symlink_to(os.readlink(ROOT / name))
+        elif (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, dst)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", purelib, str(ROOT)], check=True, cwd=build, capture_output=True, text=True)
+                    "--target", purelib, str(src)], check=True, cwd=src, capture_output=True, text=True)
     return py
 
 
