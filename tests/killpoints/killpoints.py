@@ -61,8 +61,9 @@ def write_tables(self, rows, diag_rows):
 
 def start(self, *args, **kwargs):
     callbacks = sys.modules.get("lightning_module.callbacks")
-    if callbacks is not None and not hasattr(callbacks.RunRecorder, "on_validation_start"):
+    if callbacks is not None and not getattr(callbacks.RunRecorder, "_kill_points", False):
         rec = callbacks.RunRecorder
+        rec._kill_points = True
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if batch_idx == 1:
