@@ -9,9 +9,11 @@ Every optimizer in :mod:`torchopt_review.optim` is a :class:`FlatOptimizer`. A s
    doubles by the module's ``_coefficients``, as its named ``Scalars`` and ``Flags``
    (:mod:`.scalars`), so an lr scheduler never triggers a rebuild.
 3. A bucket is updated by *one* call of one of the module's two fused kernels: the C kernel in
-   ``csrc/kernels.c`` (CPU, float32 and float64, :mod:`._cext`), or ``_flat_device``, the same
-   update in torch ops over flat tensors (other devices and dtypes, or no C compiler; compiled by
-   ``torch.compile`` on CUDA, :mod:`._device`).
+   ``csrc/kernels.c`` (CPU, float32 and float64, :mod:`._cext`; a large bucket is split between
+   torch's intra-op threads), or ``_flat_device``, the same update in torch ops over flat tensors
+   (other devices and dtypes, or no C compiler; compiled by ``torch.compile`` on CUDA,
+   :mod:`._device`). Inside a function compiled by ``torch.compile``, ``step()`` runs its host
+   work in one eager call and traces the torch-op updates into the graph (``_traced_step``).
 4. Anything the fused kernels cannot take (``fused=False``, ``differentiable``, ``capturable``,
    sparse or complex tensors, non-dense layouts) runs the module's readable single-tensor
    reference kernel ``_reference`` -- the ground truth the fused kernels are tested against.
@@ -28,6 +30,7 @@ from torch import Tensor
 
 from ._buckets import Bucket, BucketLayout, GroupPlan, is_dense
 from ._cext import load_kernels  # noqa: F401  (re-exported: torchopt_review.bench imports it from here)
+from ._cext import run_kernel
 from ._common import scalar_value
 from ._device import DeviceSteps
 from .scalars import device_scalars  # noqa: F401  (re-exported for older imports)
@@ -210,10 +213,20 @@ class FlatOptimizer(BucketLayout, DeviceSteps, torch.optim.Optimizer):
             closure (Callable, optional): a closure that reevaluates the model and returns
                 the loss; it runs once, under ``torch.enable_grad()``.
         """
+        if torch.compiler.is_compiling():
+            # traced by torch.compile: host work in one eager call, the update traced into the graph
+            return self._traced_step(closure)
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._host_step()
+        return loss
+
+    def _host_step(self, traced: list | None = None) -> None:
+        """Everything of a step but the closure. ``traced``: collect the buckets the torch-op
+        kernel can take inside a torch.compile graph there (with their scalars) instead of
+        updating them (see ``_traced_step``)."""
         grad_mode = torch.is_grad_enabled()
         wanted = bool(self.defaults.get("differentiable", False))
         if grad_mode != wanted:
@@ -225,17 +238,16 @@ class FlatOptimizer(BucketLayout, DeviceSteps, torch.optim.Optimizer):
                 self._global_state["step"] = int(self._global_state.get("step", 0)) + 1
                 self._begin_step()
             for group, grads in zip(self.param_groups, all_grads):
-                self._step_group(group, grads)
+                self._step_group(group, grads, traced)
         finally:
             if grad_mode != wanted:
                 torch.set_grad_enabled(grad_mode)
-        return loss
 
     def _use_reference(self, group: dict[str, Any]) -> bool:
         return (group.get("fused") is False or bool(group.get("differentiable"))
                 or bool(group.get("capturable")))
 
-    def _step_group(self, group: dict[str, Any], grads: list[Tensor | None]) -> None:
+    def _step_group(self, group: dict[str, Any], grads: list[Tensor | None], traced: list | None = None) -> None:
         params = group["params"]
         if self._use_reference(group):
             self._reference_step(group, [p for p in params if p.grad is not None])
@@ -249,6 +261,8 @@ class FlatOptimizer(BucketLayout, DeviceSteps, torch.optim.Optimizer):
             plan = self._build_plan(group, params, grads)
         for bucket in plan.buckets:
             bgrads = grads if bucket.whole else [grads[i] for i in bucket.idx]
+            if traced is not None and self._defer_to_trace(group, bucket, bgrads, traced):
+                continue
             if not self._run_bucket(group, bucket, bgrads):
                 # A grad this bucket's kernel cannot read (sparse, other layout): take the
                 # reference path for these params and rebuild the layout next step.
@@ -275,7 +289,7 @@ class FlatOptimizer(BucketLayout, DeviceSteps, torch.optim.Optimizer):
             b.c_G[:] = gptrs
             b.c_H[:] = H
             b.c_F[:len(F)] = F
-            b.c_fn(b.c_n, b.c_P, b.c_G, b.c_N, b.c_S, b.c_H, b.c_F)
+            run_kernel(b.c_fn, (b.c_n, b.c_P, b.c_G, b.c_N, b.c_S, b.c_H, b.c_F), b.total)
             # the kernel wrote the params behind autograd's back: bump their versions
             torch.autograd.graph.increment_version(b.params)
         else:

@@ -11,6 +11,9 @@
  *            (as torch's CPU kernels cast their scalar arguments to the op type)
  *   f        the integer flags that select a variant (a struct of int64); they are dispatched
  *            to compile-time constants so every variant's loop vectorizes.
+ *   lo, hi   the bucket's elements to update (flat offsets; [0, total) for all of them): a
+ *            large bucket is split between threads, each calling the kernel on its own range
+ *            (elementwise updates: the same result as one call).
  *
  * The field lists below (<NAME>_SCALARS, <NAME>_FLAGS) are the ones of the Python modules
  * (``Scalars`` / ``Flags`` in optim/<name>.py): the library exports them as a string
@@ -37,7 +40,7 @@
 #define TOR_INLINE static inline __attribute__((always_inline))
 #define TOR_SIMD _Pragma("omp simd")
 
-int torchopt_kernels_abi_version(void) { return 2; }
+int torchopt_kernels_abi_version(void) { return 3; }
 
 /* ------------------------------------------------------------------ the named field lists */
 #define TOR_PROLOGUE(X) X(l2_wd) X(decoupled_mult) X(grad_sign) X(keras_wd) X(keras_lr)
@@ -78,6 +81,17 @@ TOR_DECLARE(nadam, NADAM_SCALARS, NADAM_FLAGS)
 TOR_DECLARE_FLAGS(nadam, NADAM_FLAGS)
 TOR_DECLARE(adamax, ADAMAX_SCALARS, ADAMAX_FLAGS)
 TOR_DECLARE_FLAGS(adamax, ADAMAX_FLAGS)
+
+/* The elements [lo, hi) of a bucket (the whole bucket, or one thread's share of it): for each
+ * tensor t that overlaps them, its slice starts at element i0 of the tensor, at o = its offset
+ * in the flat state buffers, and has len elements. */
+#define TOR_EACH_SLICE(...)                                                                 \
+  for (int64_t t = 0, off = 0; t < n; off += N[t], ++t) {                                  \
+    const int64_t o = lo > off ? lo : off, e = hi < off + N[t] ? hi : off + N[t];           \
+    if (o >= e) continue;                                                                  \
+    const int64_t i0 = o - off, len = e - o;                                               \
+    __VA_ARGS__                                                                            \
+  }
 
 #define TOR_T float
 #define TOR_SFX _f32
@@ -136,19 +150,15 @@ TOR_INLINE void FN(sgd_tensor)(int64_t len, T *restrict w, const T *restrict g, 
 }
 
 #define TOR_SGD_LOOP(MOM, NEST, FIRST)                                                     \
-  for (int64_t t = 0; t < n; ++t) {                                                        \
-    FN(sgd_tensor)(N[t], (T *)P[t], (const T *)G[t], MOM ? b + off : b, lr, mu, bgs, nmu, gsc, wd, dm, \
-                   kwd, klr, gs, MOM, NEST, FIRST);                                        \
-    off += N[t];                                                                           \
-  }
+  TOR_EACH_SLICE(FN(sgd_tensor)(len, (T *)P[t] + i0, (const T *)G[t] + i0, MOM ? b + o : b, lr, mu, bgs,   \
+                                nmu, gsc, wd, dm, kwd, klr, gs, MOM, NEST, FIRST);)
 
 void FN(sgd)(int64_t n, void *const *P, void *const *G, const int64_t *N, void *const *S,
-             const struct sgd_scalars *h, const struct sgd_flags *f) {
+             const struct sgd_scalars *h, const struct sgd_flags *f, int64_t lo, int64_t hi) {
   TOR_PROLOGUE_LOCALS(h)
   const T lr = (T)h->lr, mu = (T)h->momentum, bgs = (T)h->buffer_grad_scale;
   const T nmu = (T)h->nesterov_momentum, gsc = (T)h->grad_scale;
   T *b = f->use_momentum ? (T *)S[0] : (T *)0;
-  int64_t off = 0;
   const int code = (int)(f->use_momentum ? 1 + (f->nesterov ? 1 : 0) + (f->first ? 2 : 0) : 0);
   switch (code) {
     case 0: TOR_SGD_LOOP(0, 0, 0) break;
@@ -177,17 +187,13 @@ TOR_INLINE void FN(adagrad_tensor)(int64_t len, T *restrict w, const T *restrict
 }
 
 void FN(adagrad)(int64_t n, void *const *P, void *const *G, const int64_t *N, void *const *S,
-                 const struct adagrad_scalars *h, const int64_t *f) {
+                 const struct adagrad_scalars *h, const int64_t *f, int64_t lo, int64_t hi) {
   (void)f;
   TOR_PROLOGUE_LOCALS(h)
   const T clr = (T)h->clr, ein = (T)h->eps_in, eout = (T)h->eps_out;
   T *s = (T *)S[0];
-  int64_t off = 0;
-  for (int64_t t = 0; t < n; ++t) {
-    FN(adagrad_tensor)(N[t], (T *)P[t], (const T *)G[t], s + off, clr, wd, dm, kwd, klr, gs,
-                       ein, eout);
-    off += N[t];
-  }
+  TOR_EACH_SLICE(FN(adagrad_tensor)(len, (T *)P[t] + i0, (const T *)G[t] + i0, s + o, clr, wd, dm, kwd, klr, gs,
+                                    ein, eout);)
 }
 
 /* ---------------------------------------------------------------- RMSprop
@@ -228,20 +234,16 @@ TOR_INLINE void FN(rmsprop_tensor)(int64_t len, T *restrict w, const T *restrict
 }
 
 #define TOR_RMS_LOOP(C, M, HI)                                                             \
-  for (int64_t t = 0; t < n; ++t) {                                                        \
-    FN(rmsprop_tensor)(N[t], (T *)P[t], (const T *)G[t], v + off, C ? ga + off : ga,       \
-                       M ? buf + off : buf, a, oma, cin, cout, mu, wd, dm, kwd, klr, gs, ein, eout, C, M, \
-                       HI);                                                                \
-    off += N[t];                                                                           \
-  }
+  TOR_EACH_SLICE(FN(rmsprop_tensor)(len, (T *)P[t] + i0, (const T *)G[t] + i0, v + o, C ? ga + o : ga,     \
+                                    M ? buf + o : buf, a, oma, cin, cout, mu, wd, dm, kwd, klr, gs, ein,   \
+                                    eout, C, M, HI);)
 
 void FN(rmsprop)(int64_t n, void *const *P, void *const *G, const int64_t *N, void *const *S,
-                 const struct rmsprop_scalars *h, const struct rmsprop_flags *f) {
+                 const struct rmsprop_scalars *h, const struct rmsprop_flags *f, int64_t lo, int64_t hi) {
   TOR_PROLOGUE_LOCALS(h)
   const T a = (T)h->alpha, oma = (T)h->one_minus_alpha, cin = (T)h->c_in, cout = (T)h->c_out;
   const T mu = (T)h->momentum, ein = (T)h->eps_in, eout = (T)h->eps_out;
   T *v = (T *)S[0], *ga = (T *)S[1], *buf = (T *)S[2];
-  int64_t off = 0;
   /* lerp_high only matters for the centered average */
   const int code = (f->centered ? (f->lerp_high ? 2 : 1) : 0) + (f->use_momentum ? 3 : 0);
   switch (code) {
@@ -288,19 +290,15 @@ TOR_INLINE void FN(adam_tensor)(int64_t len, T *restrict w, const T *restrict g,
 }
 
 #define TOR_ADAM_LOOP(AMS, HI)                                                             \
-  for (int64_t t = 0; t < n; ++t) {                                                        \
-    FN(adam_tensor)(N[t], (T *)P[t], (const T *)G[t], m + off, v + off, AMS ? vm + off : vm, omb1, b2, \
-                    omb2, ss, ibc2s, eps, wd, dm, kwd, klr, gs, AMS, HI);                  \
-    off += N[t];                                                                           \
-  }
+  TOR_EACH_SLICE(FN(adam_tensor)(len, (T *)P[t] + i0, (const T *)G[t] + i0, m + o, v + o, AMS ? vm + o : vm, \
+                                 omb1, b2, omb2, ss, ibc2s, eps, wd, dm, kwd, klr, gs, AMS, HI);)
 
 void FN(adam)(int64_t n, void *const *P, void *const *G, const int64_t *N, void *const *S,
-              const struct adam_scalars *h, const struct adam_flags *f) {
+              const struct adam_scalars *h, const struct adam_flags *f, int64_t lo, int64_t hi) {
   TOR_PROLOGUE_LOCALS(h)
   const T omb1 = (T)h->one_minus_beta1, b2 = (T)h->beta2, omb2 = (T)h->one_minus_beta2;
   const T ss = (T)h->step_size, ibc2s = (T)h->inv_bc2_sqrt, eps = (T)h->eps;
   T *m = (T *)S[0], *v = (T *)S[1], *vm = (T *)S[2];
-  int64_t off = 0;
   switch ((f->amsgrad ? 1 : 0) + (f->lerp_high ? 2 : 0)) {
     case 0: TOR_ADAM_LOOP(0, 0) break;
     case 1: TOR_ADAM_LOOP(1, 0) break;
@@ -334,19 +332,15 @@ TOR_INLINE void FN(nadam_tensor)(int64_t len, T *restrict w, const T *restrict g
 }
 
 #define TOR_NADAM_LOOP(HI)                                                                 \
-  for (int64_t t = 0; t < n; ++t) {                                                        \
-    FN(nadam_tensor)(N[t], (T *)P[t], (const T *)G[t], m + off, v + off, omb1, b2, omb2, ibc2, eps, cg, \
-                     cm, wd, dm, kwd, klr, gs, HI);                                        \
-    off += N[t];                                                                           \
-  }
+  TOR_EACH_SLICE(FN(nadam_tensor)(len, (T *)P[t] + i0, (const T *)G[t] + i0, m + o, v + o, omb1, b2, omb2,  \
+                                  ibc2, eps, cg, cm, wd, dm, kwd, klr, gs, HI);)
 
 void FN(nadam)(int64_t n, void *const *P, void *const *G, const int64_t *N, void *const *S,
-               const struct nadam_scalars *h, const struct nadam_flags *f) {
+               const struct nadam_scalars *h, const struct nadam_flags *f, int64_t lo, int64_t hi) {
   TOR_PROLOGUE_LOCALS(h)
   const T omb1 = (T)h->one_minus_beta1, b2 = (T)h->beta2, omb2 = (T)h->one_minus_beta2;
   const T ibc2 = (T)h->inv_bc2, eps = (T)h->eps, cg = (T)h->c_g, cm = (T)h->c_m;
   T *m = (T *)S[0], *v = (T *)S[1];
-  int64_t off = 0;
   if (f->lerp_high) {
     TOR_NADAM_LOOP(1)
   } else {
@@ -378,19 +372,15 @@ TOR_INLINE void FN(adamax_tensor)(int64_t len, T *restrict w, const T *restrict 
 }
 
 #define TOR_ADAMAX_LOOP(HI)                                                                \
-  for (int64_t t = 0; t < n; ++t) {                                                        \
-    FN(adamax_tensor)(N[t], (T *)P[t], (const T *)G[t], m + off, u + off, omb1, b2, clr, ein, eout, \
-                      wd, dm, kwd, klr, gs, HI);                                           \
-    off += N[t];                                                                           \
-  }
+  TOR_EACH_SLICE(FN(adamax_tensor)(len, (T *)P[t] + i0, (const T *)G[t] + i0, m + o, u + o, omb1, b2, clr,  \
+                                   ein, eout, wd, dm, kwd, klr, gs, HI);)
 
 void FN(adamax)(int64_t n, void *const *P, void *const *G, const int64_t *N, void *const *S,
-                const struct adamax_scalars *h, const struct adamax_flags *f) {
+                const struct adamax_scalars *h, const struct adamax_flags *f, int64_t lo, int64_t hi) {
   TOR_PROLOGUE_LOCALS(h)
   const T omb1 = (T)h->one_minus_beta1, b2 = (T)h->beta2, clr = (T)h->clr;
   const T ein = (T)h->eps_in, eout = (T)h->eps_out;
   T *m = (T *)S[0], *u = (T *)S[1];
-  int64_t off = 0;
   if (f->lerp_high) {
     TOR_ADAMAX_LOOP(1)
   } else {
