@@ -5,10 +5,10 @@ what is trained.
   ``RunFolder.save_epoch`` (the checkpoint, which carries the rows, then metrics.csv and
   diagnostics.csv), then the one-line summary. A run killed at any moment resumes with exactly
   the rows it had.
-- :class:`OptimizerDiagnostics`: every few hundred steps, per parameter tensor, the quantiles of
-  the per-coordinate effective step size (e.g. AdaGrad's lr / sqrt(sum + eps)), the update-to-
-  weight ratio and the gradient norm, to TensorBoard and diagnostics.csv (written by the recorder
-  with the checkpoint).
+- :class:`OptimizerDiagnostics`: every few hundred steps, per parameter tensor (named after its
+  layer, ``fc1.weight``), the quantiles of the per-coordinate effective step size (e.g. AdaGrad's
+  lr / sqrt(sum + eps)), the update-to-weight ratio and the gradient norm, to TensorBoard and
+  diagnostics.csv (written by the recorder with the checkpoint).
 
 The stacked engine (:mod:`torchopt_review.stacked`) writes the same rows, tags and files through
 the same functions of :mod:`torchopt_review.runs` and :mod:`torchopt_review.diagnostics`.
@@ -25,6 +25,7 @@ import torch
 
 from torchopt_review import runs
 from torchopt_review.diagnostics import effective_lr, quantiles
+from torchopt_review.runs.schema import layer_names
 
 
 class OptimizerDiagnostics(L.Callback):
@@ -54,7 +55,10 @@ class OptimizerDiagnostics(L.Callback):
         steps = pl_module.opt_steps - self._steps_at_snapshot
         opt = trainer.optimizers[0]
         writer = pl_module.logger.experiment if pl_module.logger is not None else None
-        names = {p: n for n, p in pl_module.model.named_parameters()}
+        params = list(pl_module.model.named_parameters())
+        layer = layer_names((n, p.shape) for n, p in params)  # "1.weight" -> "fc1.weight", as the stacked engine
+        names = {p: layer[n] for n, p in params}
+        rows = []
         for group in opt.param_groups:
             for p in group["params"]:
                 old = self._snapshot.get(p)
@@ -64,13 +68,13 @@ class OptimizerDiagnostics(L.Callback):
                 eff = effective_lr(opt.state.get(p, {}), group)
                 q = [float(group["lr"])] * 3 if eff is None else quantiles(eff).tolist()
                 ratio = float((p.detach() - old).norm() / (p.detach().norm() + 1e-12)) / max(steps, 1)
-                row = runs.diag_row(pl_module.current_epoch + 1, pl_module.opt_steps, name, q, ratio,
-                                    float(p.grad.norm()))
-                self.rows.append(row)
-                if writer is not None:
-                    runs.log_diag(writer, row)
+                rows.append(runs.diag_row(pl_module.current_epoch + 1, pl_module.opt_steps, name, q, ratio,
+                                          float(p.grad.norm())))
                 if eff is not None:
                     self._last_eff[name] = eff.detach()
+        self.rows += rows
+        if writer is not None:
+            runs.log_diag(writer, rows)
         self._snapshot = None
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

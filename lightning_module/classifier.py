@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torchopt_review.data import to_float
 from torchopt_review.models import build_model
 from torchopt_review.optim import create_optimizer
+from torchopt_review.runs import STEP_LOSS_TAG
 
 
 class Classifier(L.LightningModule):
@@ -166,8 +167,17 @@ class Classifier(L.LightningModule):
         self._totals[1] += correct
         self._totals[2] += n
         if self.logger is not None:
-            self.logger.experiment.add_scalar("train/loss_step", loss_sum / n, self.opt_steps)
+            self.logger.experiment.add_scalar(STEP_LOSS_TAG, loss_sum / n, self.opt_steps)
         return True
+
+    @property
+    def running_metrics(self) -> tuple[float, float] | None:
+        """The epoch's training loss and accuracy so far (running means, as :meth:`finish_train_epoch`
+        reports them at its end), as of the last read of the step buffer (at most
+        ``log_every_n_steps`` steps behind: reading it is what syncs with the device); None before
+        the epoch's first read. What the progress line shows."""
+        loss_sum, correct, n = self._totals
+        return (loss_sum / n, correct / n) if n else None
 
     def finish_train_epoch(self) -> dict[str, float]:
         """The epoch's training loss and accuracy: running means over its batches, as Keras reports

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import socket
@@ -10,14 +11,16 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = ["--set", "data.val_size=200", "--limit-batches", "6", "--set", "trainer.steps_per_batch=4",
-         "--set", "trainer.diagnostics_every_n_steps=4", "--no-progress"]
+TINY = ["--set", "data.val_size=200", "--limit-batches", "6", "--set", "trainer.steps_per_batch=4",
+        "--set", "trainer.diagnostics_every_n_steps=4"]
+SMALL = [*TINY, "--no-progress"]
 
 
 def train(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -37,7 +40,8 @@ def rows(path: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def smoke_run(synthetic_data_dir, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("smoke")
-    proc = train("--opt", "adam", "--epochs", "2", "--data-dir", str(synthetic_data_dir), *SMALL, cwd=cwd)
+    # with the progress line on: stderr is a pipe here, not a terminal
+    proc = train("--opt", "adam", "--epochs", "2", "--data-dir", str(synthetic_data_dir), *TINY, cwd=cwd)
     return cwd, cwd / "runs" / "default" / "adam" / "seed0", proc
 
 
@@ -66,10 +70,21 @@ def test_tensorboard_tags(smoke_run):
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr/group0", "train/loss_step"} <= tags
-    assert any(t.startswith("diag/") and t.endswith("eff_lr_p50") for t in tags)
+    assert "weights/eff_lr_p50/fc1.weight" in tags  # diagnostics after the curves, named by layer (test_tensorboard.py)
     assert [e.step for e in acc.Scalars("val/acc")] == [6, 12]
     csv_val = [float(r["val_acc"]) for r in rows(run_dir / "metrics.csv")]
     assert [round(e.value, 5) for e in acc.Scalars("val/acc")] == [round(v, 5) for v in csv_val]
+
+
+def test_redirected_output_is_one_line_per_epoch(smoke_run):
+    """Not a terminal (a file, a pipe, CI): no progress line redrawn as new lines, nothing on
+    stdout; the summary line of each epoch and the test result are the whole output."""
+    _, _, proc = smoke_run
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert "\r" not in proc.stderr and len(lines) == 3, lines
+    assert lines[0].startswith("epoch   1/2  train loss") and lines[1].startswith("epoch   2/2  train loss")
+    assert lines[2].startswith("test accuracy")
 
 
 def test_same_command_again_skips_finished_run(smoke_run, synthetic_data_dir):
@@ -112,6 +127,74 @@ def test_help_lists_every_optimizer():
     assert proc.returncode == 0
     for name, spec in REGISTRY.items():
         assert f"{name}  " in proc.stdout and spec.description[:30] in proc.stdout.replace("\n", " ")
+
+
+def test_help_is_fast_and_imports_no_torch():
+    """--help and argument errors answer before torch is imported (seconds on a loaded machine)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "torchopt_review.train", "--help"], capture_output=True,
+                              text=True, env=env, timeout=60)
+        times.append(time.perf_counter() - t0)
+        assert proc.returncode == 0 and "optimizers:" in proc.stdout
+    assert sorted(times)[1] < 2.0, times  # median of 3; ~0.3 s on an idle machine, >4 s when torch is imported
+    probe = ("import sys\nfrom torchopt_review.train import main\n"
+             "for argv in (['--help'], ['--bogus'], ['--data-dir', 'no/such/dir']):\n"
+             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+             "print('torch' in sys.modules, 'lightning' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.stdout.strip().splitlines()[-1] == "False False", proc.stdout + proc.stderr
+    assert "Fashion-MNIST not found: no/such/dir does not exist" in proc.stderr
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class _Module:
+    """What the progress line reads of the LightningModule."""
+
+    def __init__(self):
+        self.opt_steps, self.running_metrics = 0, None
+
+
+def _trainer(epoch: int):
+    return types.SimpleNamespace(current_epoch=epoch, state=types.SimpleNamespace(fn="fit"))
+
+
+def test_progress_line_counts_steps_from_epoch_1_on_a_terminal():
+    from lightning_module.progress import StepProgress
+
+    out, module = _Terminal(), _Module()
+    bar = StepProgress(2, 1688, stream=out, refresh_s=0.0)
+    bar.on_train_epoch_start(_trainer(0), module)
+    module.opt_steps, module.running_metrics = 960, (0.51234, 0.8123)
+    bar.on_train_batch_end(_trainer(0), module, None, None, 29)  # Lightning's batch 30 of 53: step 960
+    shown = out.getvalue().split("\r")[-1]
+    assert shown.startswith("epoch 1/2   960/1688 [") and "loss 0.5123  acc 81.23%" in shown and "ETA" in shown
+    bar.on_train_epoch_end(_trainer(0), module)  # erased: the epoch's summary line takes its place
+    assert out.getvalue().endswith("\r" + " " * len(shown) + "\r")
+    # the second epoch counts its own steps, from 1
+    bar.on_train_epoch_start(_trainer(1), module)
+    module.opt_steps = 960 + 1688
+    bar.on_train_batch_end(_trainer(1), module, None, None, 52)
+    assert out.getvalue().split("\r")[-1].startswith("epoch 2/2  1688/1688 [================]")
+    assert "\n" not in out.getvalue()  # redrawn in place, never a new line
+
+
+def test_progress_line_draws_nothing_when_not_a_terminal():
+    from lightning_module.progress import StepProgress
+
+    out, module = io.StringIO(), _Module()
+    bar = StepProgress(2, 100, stream=out, refresh_s=0.0)
+    bar.on_train_epoch_start(_trainer(0), module)
+    module.opt_steps = 50
+    bar.on_train_batch_end(_trainer(0), module, None, None, 1)
+    bar.on_train_epoch_end(_trainer(0), module)
+    assert out.getvalue() == ""
 
 
 def _free_port() -> int:

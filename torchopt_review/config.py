@@ -116,13 +116,49 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with the safe loader; errors name the file."""
+def _shown(path: Path) -> str:
+    """A shipped config as a user would type it: ``configs/...`` from the repository's root (where
+    ``configs/`` is :data:`CONFIG_DIR`), else its full path."""
+    rel = path.relative_to(CONFIG_DIR)
+    try:
+        if (Path.cwd() / "configs").resolve() == CONFIG_DIR.resolve():
+            return str(Path("configs") / rel)
+    except OSError:
+        pass
+    return str(path)
+
+
+def _nearest_config(p: Path, shipped: list[Path] | None) -> str | None:
+    """The existing YAML file whose name is nearest to the missing ``p``: in ``p``'s folder (the
+    working folder for a bare name) first, else among ``shipped`` (default: every config under
+    :data:`CONFIG_DIR`). None when nothing is near."""
+    def near(candidates: list[Path]) -> Path | None:
+        by_stem = {c.stem: c for c in sorted(candidates)}
+        close = difflib.get_close_matches(p.stem if p.suffix in (".yaml", ".yml") else p.name, by_stem, n=1)
+        return by_stem[close[0]] if close else None
+
+    try:
+        here = [c for c in (p.parent if str(p.parent) else Path(".")).iterdir()
+                if c.suffix in (".yaml", ".yml") and c.is_file()]
+    except OSError:
+        here = []
+    found = near(here)
+    if found is not None:
+        return str(found)
+    found = near(sorted(CONFIG_DIR.rglob("*.yaml")) if shipped is None else shipped)
+    return _shown(found) if found is not None else None
+
+
+def load_yaml(path: str | Path, *, shipped: list[Path] | None = None) -> dict[str, Any]:
+    """Read a YAML mapping with the safe loader; errors name the file. A missing file's error
+    names the nearest existing one (see :func:`_nearest_config`; ``shipped``: which shipped
+    configs may be suggested, default all)."""
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"config file {p} is a folder, not a YAML file")
     if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist")
+        suggestion = _nearest_config(p, shipped)
+        raise ConfigError(f"config file {p} does not exist" + (f"; did you mean {suggestion}?" if suggestion else ""))
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
@@ -222,7 +258,8 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
         name = f"{where}.{key}" if where else str(key)
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
+            hint = (f"; did you mean '{where + '.' if where else ''}{close[0]}'?" if close
+                    else f"; valid keys: {', '.join(fields)}")
             raise ConfigError(f"unknown config key '{name}'{hint}")
         f = fields[key]
         if dataclasses.is_dataclass(f.default_factory) if f.default_factory is not dataclasses.MISSING else False:
@@ -354,7 +391,9 @@ def load_config(
 ) -> RunConfig:
     """base.yaml, then optim/<name>.yaml, then ``config_files``, then ``overrides`` (nested dict)."""
     data: dict[str, Any] = load_yaml(config_dir / "base.yaml") if (config_dir / "base.yaml").is_file() else {}
-    layers = [load_yaml(f) for f in config_files]
+    # a --config file of a run: suggest the run configs shipped (base, optim/<name>), not review ones
+    run_configs = [config_dir / "base.yaml", *sorted((config_dir / "optim").glob("*.yaml"))]
+    layers = [load_yaml(f, shipped=run_configs) for f in config_files]
     overrides = dict(overrides or {})
     section = lambda d: d.get("optim") if isinstance(d.get("optim"), Mapping) else {}  # noqa: E731
     name = (

@@ -20,21 +20,50 @@ import signal
 import sys
 import threading
 import warnings
+from pathlib import Path
 from typing import Any, Callable
 
 from . import runs
 from .config import RunConfig, check_acyclic, load_config, yaml_problem
-from .errors import Terminated, UserError, cli_entry
+from .errors import DataError, Terminated, UserError, cli_entry
 from .runs import DIVERGED, DONE, RunFolder
 
 
 # -- the CLI -------------------------------------------------------------------------------
+# --help and argument errors import no torch (seconds on a loaded machine): the optimizer table
+# is read from the registry's source, the data folder checked before the config is validated.
 
-def _optimizer_table() -> str:
+def _optimizer_entries() -> list[tuple[str, str]]:
+    """(name, description) of every optimizer, in the registry's order, without importing torch.
+
+    ``optim/registry.py`` is the one list of optimizers, but importing it runs
+    ``torchopt_review.optim``, which imports torch. Its entries are literal
+    ``OptimizerSpec(name, class, description, ...)`` calls: they are read from its source, and the
+    registry is imported only if that source does not read so."""
+    import ast
+
+    def literal(call: ast.Call, position: int, keyword: str) -> Any:
+        node = call.args[position] if len(call.args) > position else next(
+            (k.value for k in call.keywords if k.arg == keyword), None)
+        return ast.literal_eval(node) if node is not None else None
+
+    try:
+        tree = ast.parse((Path(__file__).parent / "optim" / "registry.py").read_text(encoding="utf-8"))
+        calls = sorted((n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                        and n.func.id == "OptimizerSpec"), key=lambda n: (n.lineno, n.col_offset))
+        entries = [(literal(c, 0, "name"), literal(c, 2, "description")) for c in calls]
+    except (OSError, SyntaxError, ValueError):
+        entries = []
+    if entries and all(isinstance(n, str) and isinstance(d, str) for n, d in entries):
+        return entries
     from .optim.registry import REGISTRY
 
-    width = max(map(len, REGISTRY))
-    return "\n".join(f"  {name:<{width}}  {spec.description}" for name, spec in REGISTRY.items())
+    return [(name, spec.description) for name, spec in REGISTRY.items()]
+
+
+def _optimizer_table(entries: list[tuple[str, str]]) -> str:
+    width = max(len(name) for name, _ in entries)
+    return "\n".join(f"  {name:<{width}}  {description}" for name, description in entries)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,18 +75,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .optim.registry import optimizer_names
-
+    entries = _optimizer_entries()
     p = _Parser(
         prog="python -m torchopt_review.train",
         description="Train the Fashion-MNIST classifier with one optimizer (the blog's settings unless overridden); "
                     "curves go to TensorBoard under runs/.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="optimizers:\n" + _optimizer_table() + "\n\nexample: python -m torchopt_review.train --opt adam --epochs 5 --seed 1",
+        epilog="optimizers:\n" + _optimizer_table(entries)
+               + "\n\nexample: python -m torchopt_review.train --opt adam --epochs 5 --seed 1"
+               + "\nthen:    tensorboard --logdir runs  (and open http://localhost:6006/?smoothing=0#timeseries)",
     )
     # no argparse default: an optim.name from a --config file must not be overridden by it
-    p.add_argument("--opt", metavar="NAME", help=f"optimizer: {', '.join(optimizer_names())} (default: a --config "
-                                                 "file's optim.name, else nadam)")
+    p.add_argument("--opt", metavar="NAME", help=f"optimizer: {', '.join(name for name, _ in entries)} (default: a "
+                                                 "--config file's optim.name, else nadam)")
     p.add_argument("--lr", type=str, help="learning rate (blog: 1e-3)")
     p.add_argument("--semantics", choices=("keras", "torch"), help="update rules: keras (the blog's, default) or torch")
     p.add_argument("--epochs", type=str, help="epochs (blog: 20)")
@@ -72,11 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set optim.kwargs.momentum=0.99 (repeatable)")
     p.add_argument("--limit-batches", type=str, help="optimizer steps per epoch (smoke runs)")
-    p.add_argument("--accelerator", choices=("auto", "cpu", "gpu"), help="device (default: cpu)")
+    p.add_argument("--accelerator", choices=("cpu", "gpu", "auto"),
+                   help="cpu (the default), gpu, or auto: the GPU when CUDA sees one, else the CPU")
     p.add_argument("--precision", choices=("32", "tf32", "bf16-mixed"), help="default 32 (fp32, TF32 off)")
     p.add_argument("--threads", type=str, help="torch threads (default: torch's)")
     p.add_argument("--restart", action="store_true", help="discard this run's checkpoint and results and start over")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (summary lines only)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress line (on a terminal, one line redrawn during each epoch); the summary line "
+                        "of each epoch is printed either way, and is all that is printed when stderr is not a terminal")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -170,8 +203,9 @@ def run(cfg: RunConfig, *, restart: bool = False, progress: bool = True, summary
         on_epoch: Callable[[dict[str, Any]], None] | None = None, dataset: Any = None) -> dict[str, Any]:
     """Train one run into ``cfg.run_dir`` (resuming from its checkpoint) and return its run.json.
 
-    ``progress``: Lightning's progress bar; ``summary``: one line per epoch on stderr (default:
-    as ``progress``); ``on_epoch``: called with each epoch's row (the review's progress display).
+    ``progress``: the progress line on stderr, when it is a terminal (:mod:`lightning_module.progress`);
+    ``summary``: one line per epoch on stderr (default: as ``progress``); ``on_epoch``: called with
+    each epoch's row (the review's progress display).
     """
     try:
         return _run(cfg, restart=restart, progress=progress, summary=progress if summary is None else summary,
@@ -211,6 +245,7 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 
     from lightning_module import Classifier, FashionMNISTDataModule, OptimizerDiagnostics, RunRecorder
+    from lightning_module.progress import StepProgress
 
     from .data import load_fashion_mnist
 
@@ -242,14 +277,18 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
                         graph_step=t.graph_step)
     diagnostics = OptimizerDiagnostics(every_n_steps=t.diagnostics_every_n_steps) if t.diagnostics else None
     recorder = RunRecorder(folder, epochs=t.epochs, print_summary=summary, on_epoch=on_epoch, diagnostics=diagnostics)
-    # diagnostics first: on resume its rows load before the recorder rewrites the CSVs
-    callbacks: list[L.Callback] = [c for c in (diagnostics, recorder) if c is not None]
+    # our progress line, not Lightning's bar (which counts batches of steps_per_batch steps from
+    # epoch 0 and, redirected, writes every refresh as a new line)
+    bar = StepProgress(t.epochs, dm.steps_per_epoch) if progress else None
+    # diagnostics first: on resume its rows load before the recorder rewrites the CSVs; the
+    # progress line before the recorder: it is erased before the epoch's summary line is printed
+    callbacks: list[L.Callback] = [c for c in (diagnostics, bar, recorder) if c is not None]
     logger = folder.tb_logger(purge)
     trainer = L.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=t.epochs,
         precision="bf16-mixed" if t.precision == "bf16-mixed" else "32-true",
         logger=logger, callbacks=callbacks, enable_checkpointing=False, enable_model_summary=False,
-        enable_progress_bar=progress, num_sanity_val_steps=0, log_every_n_steps=1, deterministic=False,
+        enable_progress_bar=False, num_sanity_val_steps=0, log_every_n_steps=1, deterministic=False,
     )
     sigint_handler = signal.getsignal(signal.SIGINT)
     try:
@@ -304,7 +343,13 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = load_config(args.opt, args.config, overrides_from_args(args))
+    overrides = overrides_from_args(args)
+    data = overrides.get("data")
+    data_dir = data.get("data_dir") if isinstance(data, dict) else None
+    if data_dir is not None and not Path(str(data_dir)).exists():  # a typo reported before torch is imported
+        raise DataError(f"Fashion-MNIST not found: {data_dir} does not exist; point --data-dir at the folder with "
+                        "the four IDX files")
+    cfg = load_config(args.opt, args.config, overrides)
     record = run(cfg, restart=args.restart, progress=not args.no_progress, summary=True)
     return 0 if record["status"] in (DONE, DIVERGED) else 1
 

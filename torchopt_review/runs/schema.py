@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import errno
 import re
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 
 DONE, DIVERGED, FAILED, RUNNING = "done", "diverged", "failed", "running"
@@ -30,11 +30,19 @@ RECORD_FIELDS = ("status", "label", "optimizer", "seed", "lr", "epochs", "config
                  "wall_s", "started", "finished")
 
 
-# TensorBoard: per-epoch curves (x-axis = optimizer steps), lr per param group, diagnostics
+# TensorBoard. Its dashboards group cards by the tag's part before the first '/' and sort the
+# groups by name (Time Series and Scalars alike; digits and '/' before letters, upper case before
+# lower case; the Scalars page opens only its first two groups), so the group names decide what a
+# reader sees first: the curves (lr, test, train, val: names other tools and tests read), then
+# the optimizer diagnostics under "weights", a plain word that sorts after "val" and says what
+# they describe (each weight and bias tensor).
 EPOCH_TAGS = {"train_loss": "train/loss", "train_acc": "train/acc", "val_loss": "val/loss", "val_acc": "val/acc"}
 
 
 STEP_LOSS_TAG = "train/loss_step"
+
+
+TEST_ACC_TAG = "test/acc"  # one point, at the last step: the trained model on the test set
 
 
 MISTAKES_TAG = "test/mistakes"  # image: a grid of test images the trained model gets wrong (+ its caption as text)
@@ -43,26 +51,42 @@ MISTAKES_TAG = "test/mistakes"  # image: a grid of test images the trained model
 MISTAKES_SEEN, MISTAKES_SHOWN = 1000, 64  # of the first 1,000 test images, the first 64 misclassified
 
 
+DIAG_GROUP = "weights"
+
+
 DIAG_TB_KEYS = ("eff_lr_p50", "update_ratio", "grad_norm")
+
+
+HISTOGRAM_KEY = "log10_eff_lr"  # one histogram per tensor and epoch: log10 effective step size of its coordinates
+
+
+ALL_LAYERS = "all_layers_median"  # beside each tensor's series, their median (what report.md plots)
 
 
 HISTOGRAM_BINS = 30
 
 
-# One chart per metric, every run overlaid (TensorBoard's Custom Scalars dashboard).
+# TensorBoard's Custom Scalars dashboard: one chart per quantity, one series per run (the
+# per-tensor diagnostics would be 12 series per run: the charts show their median, the Time
+# Series dashboard each tensor). TensorBoard smooths every series (0.6 by default, a moving
+# average over points, short series included): an epoch curve's points would be pulled toward
+# the epochs before them, so the category says how to read them exactly.
+_EPOCH_CURVES = "per epoch: loss and accuracy (one point per epoch: set Smoothing to 0 to read them exactly)"
 CUSTOM_SCALARS = {
-    "optimizers": {
+    _EPOCH_CURVES: {
         "train/loss": ["Multiline", ["^train/loss$"]],
-        "train/acc": ["Multiline", ["^train/acc$"]],
         "val/loss": ["Multiline", ["^val/loss$"]],
+        "train/acc": ["Multiline", ["^train/acc$"]],
         "val/acc": ["Multiline", ["^val/acc$"]],
-        "learning rate": ["Multiline", ["^lr/"]],
-        "train/loss (every N steps)": ["Multiline", ["^train/loss_step$"]],
     },
-    "diagnostics": {
-        "effective step size, median per layer": ["Multiline", [r"^diag/.*/eff_lr_p50$"]],
-        "update / weight ratio": ["Multiline", [r"^diag/.*/update_ratio$"]],
-        "gradient norm": ["Multiline", [r"^diag/.*/grad_norm$"]],
+    "per step: training loss and learning rate": {
+        "train/loss (mean of the last N steps)": ["Multiline", ["^train/loss_step$"]],
+        "learning rate": ["Multiline", ["^lr/"]],
+    },
+    "optimizer diagnostics (median over the weight and bias tensors; each tensor: Time Series, group weights)": {
+        "effective step size, median coordinate": ["Multiline", [rf"^{DIAG_GROUP}/eff_lr_p50/{ALL_LAYERS}$"]],
+        "update / weight ratio, per step": ["Multiline", [rf"^{DIAG_GROUP}/update_ratio/{ALL_LAYERS}$"]],
+        "gradient norm": ["Multiline", [rf"^{DIAG_GROUP}/grad_norm/{ALL_LAYERS}$"]],
     },
 }
 
@@ -79,8 +103,35 @@ def lr_tag(group: int) -> str:
     return f"lr/group{group}"
 
 
-def diag_tag(param: str, key: str) -> str:
-    return f"diag/{param}/{key}"
+def diag_tag(layer: str, key: str) -> str:
+    """``weights/<key>/<layer>``, e.g. ``weights/eff_lr_p50/fc1.weight``: the cards of one quantity
+    sit side by side, the median over tensors (``layer`` = :data:`ALL_LAYERS`) first."""
+    return f"{DIAG_GROUP}/{key}/{layer}"
+
+
+_LAYER_KINDS = {2: "fc", 4: "conv"}  # a layer's kind, by its weight's dimensions (Linear, Conv2d)
+
+
+def layer_names(params: Iterable[tuple[str, Sequence[int]]]) -> dict[str, str]:
+    """Parameter name -> the name diagnostics are recorded under (diagnostics.csv's ``param``,
+    the TensorBoard tags): the model's layers numbered by kind in order, ``conv1``, ``conv2``, ...
+    and ``fc1``, ``fc2``, ..., so the blog MLP's ``Sequential`` names ``1.weight``, ``3.bias``
+    become ``fc1.weight``, ``fc2.bias``. ``params``: ``(name, shape)`` in ``named_parameters()``
+    order; both engines pass the same model's. A layer of another kind keeps its own name."""
+    params = [(name, tuple(shape)) for name, shape in params]
+    ndim = {name.rpartition(".")[0]: len(shape) for name, shape in params if name.rpartition(".")[2] == "weight"}
+    layers: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    out: dict[str, str] = {}
+    for name, _ in params:
+        module, _, leaf = name.rpartition(".")
+        if module not in layers:
+            kind = _LAYER_KINDS.get(ndim.get(module, 0))
+            if kind:
+                counts[kind] = counts.get(kind, 0) + 1
+            layers[module] = f"{kind}{counts[kind]}" if kind else module
+        out[name] = f"{layers[module]}.{leaf}" if module else name
+    return out
 
 
 def run_key(label: str, seed: int) -> str:

@@ -15,6 +15,7 @@ from ..config import RunConfig
 from ..data import FashionMNIST, epoch_permutation, split_indices
 from ..diagnostics import effective_lr, quantiles
 from ..runs import STEP_LOSS_TAG, RunFolder, checkpoint_rows, diag_row, log_diag
+from ..runs.schema import layer_names
 from .model import OptimSpec, SliceOptimizers, StackedMLP
 
 # -- training ------------------------------------------------------------------------------------
@@ -260,8 +261,9 @@ class StackedDiagnostics:
         delta = m.theta - self.snapshot
         self.snapshot = None
         live_ids = {run.r for run in live}
+        layer = layer_names(zip(m.names, m.shapes))  # "1.weight" -> "fc1.weight", as OptimizerDiagnostics
         pieces: list[Tensor] = []  # per (block, param): [5, runs] = p10, p50, p90, update ratio, grad norm
-        keys: list[tuple[int, int, str, bool]] = []  # (first run, runs, param name, has eff)
+        keys: list[tuple[int, int, str, bool]] = []  # (first run, runs, layer name, has eff)
         for j, (a, b) in enumerate(tr.opts.blocks):
             opt, q = tr.opts.optimizers[j], tr.opts.flat[j]
             group, st = opt.param_groups[0], opt.state.get(q, {})
@@ -276,13 +278,14 @@ class StackedDiagnostics:
                     qs = quantiles(eff, dim=1)
                     for r in range(a, b):
                         if r in live_ids:
-                            self.tr.runs[r].last_eff[n] = eff[r - a].detach().view(shape).clone()
+                            self.tr.runs[r].last_eff[layer[n]] = eff[r - a].detach().view(shape).clone()
                 ratio = delta[a:b, o:o + k].norm(dim=1) / (p.norm(dim=1) + 1e-12) / steps
                 gnorm = m.grad[a:b, o:o + k].norm(dim=1)
                 pieces.append(torch.cat([qs, ratio.double()[None], gnorm.double()[None]]))
-                keys.append((a, b - a, n, eff is not None))
+                keys.append((a, b - a, layer[n], eff is not None))
         host = torch.cat(pieces, dim=1).cpu() if pieces else None  # the one host sync
         col = 0
+        measured: dict[StackedRun, list[dict[str, Any]]] = {}  # this measurement's rows, per run
         for a, count, n, _ in keys:
             for i in range(count):
                 run = self.tr.runs[a + i]
@@ -291,6 +294,8 @@ class StackedDiagnostics:
                     continue
                 row = diag_row(epoch + 1, opt_steps, n, v[:3], v[3], v[4])
                 run.diag_rows.append(row)
-                if run.logger is not None:
-                    log_diag(run.logger.experiment, row)
+                measured.setdefault(run, []).append(row)
             col += count
+        for run, rows in measured.items():
+            if run.logger is not None:
+                log_diag(run.logger.experiment, rows)
