@@ -97,7 +97,7 @@ def stored_mismatch(cfg: RunConfig, stored: Mapping[str, Any]) -> str | None:
         conf = stored.get("config")
         if not isinstance(conf, Mapping):
             return None
-        from .config import build_config
+        from ..config import build_config
 
         try:
             old = build_config(conf).fingerprint()
