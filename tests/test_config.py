@@ -40,7 +40,7 @@ def test_layers_and_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    ({"trainer": {"epoch": 3}}, "unknown config key 'trainer.epoch'; did you mean 'epochs'"),
+    ({"trainer": {"epoch": 3}}, "unknown config key 'trainer.epoch'; did you mean 'trainer.epochs'"),
     ({"optimizer": {"lr": 1}}, "unknown config key 'optimizer'"),
     ({"optim": {"lr": "fast"}}, "optim.lr must be of type float"),
     ({"optim": {"lr": "nan"}}, "finite"),
@@ -48,11 +48,11 @@ def test_layers_and_overrides(tmp_path):
     ({"optim": {"lr": 0}}, "learning rate must be a positive"),
     ({"trainer": {"epochs": 0}}, "trainer.epochs must be >= 1"),
     ({"trainer": {"epochs": 2.5}}, "trainer.epochs must be of type int"),
-    ({"seed": -1}, "seed must be >= 0"),
+    ({"seed": -1}, "seed must be between 0 and 4294967295"),
     ({"model": {"name": "blog_mpl"}}, "did you mean 'blog_mlp'"),
     ({"data": {"split": "stratified"}}, "data.split"),
     ({"optim": {"kwargs": {"momentum": -0.5}}}, "bad hyperparameter for momentum"),
-    ({"optim": {"kwargs": {"mommentum": 0.9}}}, "bad optimizer argument"),
+    ({"optim": {"kwargs": {"mommentum": 0.9}}}, "SGD has no argument 'mommentum'; did you mean 'momentum'"),
     ({"optim": {"semantics": "jax"}}, "semantics"),
     ({"trainer": {"precision": "16"}}, "precision"),
 ])
