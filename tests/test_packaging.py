@@ -44,6 +44,15 @@ def installed(tmp_path_factory) -> Path:
     return py
 
 
+@pytest.fixture(scope="module")
+def blog_sized_data(tmp_path_factory) -> Path:
+    """Synthetic IDX files with room for the blog's 6,000-image validation split."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import write_synthetic_dir
+
+    return write_synthetic_dir(tmp_path_factory.mktemp("data"), n_train=6600)
+
+
 def _run(py: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(py), *args], cwd=cwd, capture_output=True, text=True, timeout=600,
                           env={"PATH": "/usr/bin:/bin", "HOME": str(cwd), "MPLBACKEND": "Agg"})
@@ -57,9 +66,9 @@ def test_installed_package_is_not_the_checkout(installed, tmp_path):
         assert str(ROOT) not in line and "site-packages" in line
 
 
-def test_train_applies_the_optimizer_yaml_after_a_normal_install(installed, tmp_path, synthetic_data_dir):
+def test_train_applies_the_optimizer_yaml_after_a_normal_install(installed, tmp_path, blog_sized_data):
     res = _run(installed, tmp_path, "-m", "torchopt_review.train", "--opt", "adam", "--epochs", "1",
-               "--limit-batches", "5", "--data-dir", str(synthetic_data_dir), "--no-progress")
+               "--limit-batches", "5", "--data-dir", str(blog_sized_data), "--no-progress")
     assert res.returncode == 0, res.stderr
     record = json.loads((tmp_path / "runs/default/adam/seed0/run.json").read_text())
     want = yaml.safe_load((ROOT / "configs/optim/adam.yaml").read_text())["optim"]["kwargs"]
@@ -67,9 +76,9 @@ def test_train_applies_the_optimizer_yaml_after_a_normal_install(installed, tmp_
     assert record["status"] == "done"
 
 
-def test_review_finds_its_default_config_after_a_normal_install(installed, tmp_path, synthetic_data_dir):
+def test_review_finds_its_default_config_after_a_normal_install(installed, tmp_path, blog_sized_data):
     res = _run(installed, tmp_path, "-m", "torchopt_review.review", "--opts", "sgd,adam", "--seeds", "0",
-               "--epochs", "1", "--limit-batches", "5", "--data-dir", str(synthetic_data_dir), "--workers", "1")
+               "--epochs", "1", "--limit-batches", "5", "--data-dir", str(blog_sized_data), "--workers", "1")
     assert res.returncode == 0, res.stderr
     blog = yaml.safe_load((ROOT / "configs/review/blog.yaml").read_text())
     exp = tmp_path / "runs" / blog["experiment"]
