@@ -43,6 +43,14 @@ the logits from the softmax (``_keras_logits`` / the ``Softmax`` op) and compute
 cross-entropy: it trains and evaluates a saturated model for one batch and compares the reported
 loss and the update with both formulas computed in numpy.
 
+``--check-shuffle`` answers whether ``fit(shuffle=True)`` draws a new order every epoch. It does
+without a global seed; after ``keras.utils.set_random_seed`` (or ``tf.random.set_seed``, as the
+blog's notebook calls) Keras 3's TensorFlow backend feeds epoch 1's order in *every* epoch: its
+array adapter draws the permutation with ``tf.random.shuffle`` inside a one-element
+``tf.data.Dataset.range(1).map(...)`` that is iterated afresh each epoch, so a seeded random op
+restarts from the same state. The runs this script records therefore train on one fixed order,
+and this project's ``data.shuffle: once`` (configs/review/blog.yaml) reproduces that.
+
 ``--summary FILE`` collects the finished runs of ``--opts`` into the small JSON fixture the
 project's tests compare against (per optimizer, per seed: final val acc / loss, final train
 loss / acc, test acc, and the validation accuracy after every epoch).
@@ -275,6 +283,49 @@ def check_loss(keras, tf) -> int:
     return 0
 
 
+# -- the shuffle check -------------------------------------------------------------------------
+
+def shuffle_probe(keras, tf, seeded: bool) -> list[list[int]]:
+    """The training order ``fit(shuffle=True, validation_split=0.25)`` feeds in each of 3 epochs, for
+    40 samples whose only feature is their index (a layer ``tf.print``s it, inside the compiled
+    train step)."""
+    import tempfile
+
+    if seeded:
+        keras.utils.set_random_seed(0)
+    out = Path(tempfile.mkdtemp()) / "order.txt"
+
+    class Spy(keras.layers.Layer):
+        def call(self, x, training=None):
+            if training:
+                tf.print(tf.cast(x[:, 0], tf.int32), output_stream=f"file://{out}", summarize=-1)
+            return x
+
+    n, bs = 40, 8
+    x = np.arange(n, dtype="float32")[:, None]
+    model = keras.Sequential([keras.Input(shape=(1,)), Spy(), keras.layers.Dense(2, activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="sgd")
+    model.fit(x, np.zeros(n, "int64"), batch_size=bs, epochs=3, validation_split=0.25, shuffle=True, verbose=0)
+    lines = [ln.strip("[] ") for ln in out.read_text().splitlines() if ln.strip()]
+    flat = [[int(v) for v in ln.split()] for ln in lines]
+    per_epoch = len(flat) // 3
+    return [sum(flat[e * per_epoch:(e + 1) * per_epoch], []) for e in range(3)]
+
+
+def check_shuffle() -> int:
+    """Does ``fit(shuffle=True)`` reshuffle every epoch? Each case in a fresh process, because a
+    global seed, once set, stays set."""
+    import subprocess
+
+    for mode in ("seeded", "unseeded"):
+        proc = subprocess.run([sys.executable, __file__, "--shuffle-probe", mode], capture_output=True, text=True)
+        orders = json.loads(proc.stdout.strip().splitlines()[-1])
+        same = orders[0] == orders[1] == orders[2]
+        print(f"{'keras.utils.set_random_seed(0)' if mode == 'seeded' else 'no global seed':32s} first 8 per epoch: "
+              f"{[o[:8] for o in orders]} -> {'the SAME order every epoch' if same else 'a new order each epoch'}")
+    return 0
+
+
 # -- the fixture -------------------------------------------------------------------------------
 
 def summary(logdir: Path, experiment: str, labels: list[str], out: Path) -> int:
@@ -347,6 +398,8 @@ def main() -> int:
                     help="training steps per tf.function call (default 211 = 1688 / 8): the same steps and "
                          "numbers as 1 (the notebook's), checked bit for bit, with less Python overhead per step")
     ap.add_argument("--check-loss", action="store_true", help="only report whether Keras clips the loss")
+    ap.add_argument("--check-shuffle", action="store_true", help="only report whether fit reshuffles every epoch")
+    ap.add_argument("--shuffle-probe", choices=("seeded", "unseeded"), help=argparse.SUPPRESS)
     ap.add_argument("--summary", type=Path, metavar="FILE", help="only write the test fixture from finished runs")
     args = ap.parse_args()
 
@@ -356,6 +409,8 @@ def main() -> int:
         ap.error(f"unknown optimizer label(s) {unknown}; valid: {', '.join(OPTIMIZERS)}")
     if args.summary:
         return summary(args.logdir, args.experiment, labels, args.summary)
+    if args.check_shuffle:
+        return check_shuffle()
 
     import tensorflow as tf
 
@@ -365,6 +420,9 @@ def main() -> int:
 
     if args.check_loss:
         return check_loss(keras, tf)
+    if args.shuffle_probe:
+        print(json.dumps(shuffle_probe(keras, tf, args.shuffle_probe == "seeded")))
+        return 0
     i, n = (int(v) for v in args.shard.split("/"))
     units = [(label, seed) for label in labels for seed in parse_seeds(args.seeds)][i - 1::n]
     data = load_data(args.data_dir)
