@@ -6,8 +6,8 @@ TensorFlow and torch do not need to share one::
     python3 -m venv .venv-keras
     .venv-keras/bin/pip install tensorflow-cpu keras numpy
     .venv-keras/bin/python tools/keras_review.py --opts adam,nadam,adamax,nesterov --seeds 0-4
-    .venv-keras/bin/python tools/keras_review.py --shard 1/2 &   # two processes share the runs
-    .venv-keras/bin/python tools/keras_review.py --shard 2/2 &
+    .venv-keras/bin/python tools/keras_review.py &               # processes share the list: each
+    .venv-keras/bin/python tools/keras_review.py --reverse &     # claims the next free run
     python -m torchopt_review.compare runs/keras runs/blog         # Keras's review beside ours
     .venv-keras/bin/python tools/keras_review.py --check-loss      # does Keras clip the loss?
     .venv-keras/bin/python tools/keras_review.py --summary tests/fixtures/keras_review.json
@@ -162,6 +162,32 @@ def is_done(path: Path) -> bool:
         return False
 
 
+def claim(path: Path) -> bool:
+    """Take ``path``'s run for this process: a ``.running`` file made with O_EXCL names the owner,
+    so several processes can share one list of runs (each takes the next free one). A claim whose
+    owner has died is taken over; a run whose metrics.csv was written in the last 15 minutes by a
+    process that made no claim (an older copy of this script) is left alone."""
+    path.mkdir(parents=True, exist_ok=True)
+    marker = path / ".running"
+    metrics = path / "metrics.csv"
+    if not marker.exists() and metrics.exists() and time.time() - metrics.stat().st_mtime < 900:
+        return False
+    for _ in range(2):
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(marker.read_text() or "0"), 0)
+                return False  # alive: someone else's
+            except (ValueError, ProcessLookupError, PermissionError):
+                marker.unlink(missing_ok=True)  # a dead owner's claim
+                continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
+    return False
+
+
 def train_one(keras, tf, data, label: str, seed: int, epochs: int, out: Path, output_init: str,
               steps_per_execution: int = 1) -> dict:
     x, y, xt, yt = data
@@ -216,7 +242,8 @@ def train_one(keras, tf, data, label: str, seed: int, epochs: int, out: Path, ou
         "keras": {"class": cls, "kwargs": {"learning_rate": LR, **kwargs}, "output_init": output_init,
                   "steps_per_execution": steps_per_execution,
                   "hidden_init": "he_normal", "loss": "sparse_categorical_crossentropy",
-                  "fit": "batch_size=32, validation_split=0.1, shuffle=True"},
+                  "fit": "batch_size=32, validation_split=0.1, shuffle=True",
+                  "shuffle": "once: after keras.utils.set_random_seed, fit feeds epoch 1's order every epoch"},
         "versions": {"python": platform.python_version(), "keras": keras.__version__,
                      "tensorflow": tf.__version__, "numpy": np.__version__},
         "device": "cpu", "engine": "keras",
@@ -355,7 +382,8 @@ def summary(logdir: Path, experiment: str, labels: list[str], out: Path) -> int:
             "Real Keras 3 runs of the blog's review (tools/keras_review.py): the notebook's model "
             "(he_normal hidden layers, glorot_uniform softmax output, zero biases), "
             "sparse_categorical_crossentropy, lr 1e-3, batch 32, validation_split=0.1, shuffle, "
-            "keras.utils.set_random_seed(seed). Per optimizer label and seed: the last epoch's "
+            "keras.utils.set_random_seed(seed) (with which Keras 3 feeds epoch 1's shuffled order in every "
+            "epoch: our data.shuffle 'once'). Per optimizer label and seed: the last epoch's "
             "metrics (train ones are Keras's running means over the epoch), test metrics after "
             "training, and the validation accuracy after every epoch."
         ),
@@ -392,6 +420,8 @@ def main() -> int:
     ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("TORCHOPT_DATA_DIR", DEBIAN_DIR)))
     ap.add_argument("--threads", type=int, default=1, help="TensorFlow intra- and inter-op threads per process")
     ap.add_argument("--shard", default="1/1", help="i/n: this process runs every n-th run from the i-th (1-based)")
+    ap.add_argument("--reverse", action="store_true",
+                    help="take the runs from the end of the list (a second process then meets the first in the middle)")
     ap.add_argument("--output-init", default="glorot_uniform",
                     help="the softmax layer's kernel initializer (the notebook: Keras's default glorot_uniform)")
     ap.add_argument("--steps-per-execution", type=int, default=211,
@@ -425,14 +455,22 @@ def main() -> int:
         return 0
     i, n = (int(v) for v in args.shard.split("/"))
     units = [(label, seed) for label in labels for seed in parse_seeds(args.seeds)][i - 1::n]
+    if args.reverse:
+        units.reverse()
     data = load_data(args.data_dir)
     for label, seed in units:
         out = run_dir(args.logdir, args.experiment, label, seed)
         if is_done(out):
             print(f"{label}/seed{seed}: done already ({out})", flush=True)
             continue
-        rec = train_one(keras, tf, data, label, seed, args.epochs, out, args.output_init,
-                        args.steps_per_execution)
+        if not claim(out):
+            print(f"{label}/seed{seed}: another process is running it", flush=True)
+            continue
+        try:
+            rec = train_one(keras, tf, data, label, seed, args.epochs, out, args.output_init,
+                            args.steps_per_execution)
+        finally:
+            (out / ".running").unlink(missing_ok=True)
         print(f"{label}/seed{seed}: test acc {100 * rec['test']['acc']:.2f}%  -> {out}", flush=True)
     return 0
 
