@@ -18,11 +18,12 @@ class FashionMNISTDataModule(L.LightningDataModule):
     def __init__(self, *, data_dir: str | None = None, split: str = "keras", val_size: int = 6000, seed: int = 0,
                  batch_size: int = 32, steps_per_batch: int = 32, val_batch_size: int = 1000,
                  limit_batches: int | None = None, device: torch.device | str = "cpu",
-                 dataset: fm.FashionMNIST | None = None):
+                 dataset: fm.FashionMNIST | None = None, shuffle: str = "every_epoch"):
         super().__init__()
         self.data_dir, self.split, self.val_size, self.seed = data_dir, split, val_size, seed
         self.batch_size, self.steps_per_batch, self.val_batch_size = batch_size, steps_per_batch, val_batch_size
         self.limit_batches, self.device = limit_batches, torch.device(device)
+        self.shuffle = shuffle  # every_epoch | once (epoch 0's order every epoch, as seeded Keras 3 does)
         self._dataset = dataset
         self._train: fm.ChunkedBatches | None = None
 
@@ -40,7 +41,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the shuffled order of epoch ``epoch`` (0-based); called by the module each epoch."""
-        self._train.epoch = epoch
+        self._train.epoch = epoch if self.shuffle == "every_epoch" else 0
 
     @property
     def steps_per_epoch(self) -> int:

@@ -40,6 +40,7 @@ class DataConfig:
     data_dir: str | None = None  # None: search (TORCHOPT_DATA_DIR, the Debian package, ./data/FashionMNIST/raw)
     split: str = "keras"  # keras: the last val_size training images validate (Keras validation_split); random: seeded
     val_size: int = 6000  # blog: validation_split=0.1 of 60,000
+    shuffle: str = "every_epoch"  # every_epoch: a new order each epoch; once: epoch 1's order every epoch (Keras 3 + TF with a global seed)
 
 
 @dataclass
@@ -289,6 +290,8 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"unknown model {cfg.model.name!r}{hint}; valid: {', '.join(MODELS)}")
     if cfg.data.split not in ("keras", "random"):
         raise ConfigError(f"data.split must be 'keras' or 'random', got {cfg.data.split!r}")
+    if cfg.data.shuffle not in ("every_epoch", "once"):
+        raise ConfigError(f"data.shuffle must be 'every_epoch' or 'once', got {cfg.data.shuffle!r}")
     if not 0 < cfg.data.val_size < 60000:
         raise ConfigError(f"data.val_size must be between 1 and 59,999, got {cfg.data.val_size}")
     t = cfg.trainer

@@ -256,7 +256,7 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
         data_dir=cfg.data.data_dir, split=cfg.data.split, val_size=cfg.data.val_size, seed=cfg.seed,
         batch_size=t.batch_size, steps_per_batch=t.steps_per_batch, val_batch_size=t.val_batch_size,
         limit_batches=t.limit_batches, device=device,
-        dataset=dataset if dataset is not None else load_fashion_mnist(cfg.data.data_dir),
+        dataset=dataset if dataset is not None else load_fashion_mnist(cfg.data.data_dir), shuffle=cfg.data.shuffle,
     )
     dm.setup("fit")  # data errors (missing, corrupt, split too large) surface here
 

@@ -186,7 +186,8 @@ class StackedTrainer:
 
     def train_epoch(self, epoch: int, diag: "StackedDiagnostics | None") -> None:
         B, spb = self.t.batch_size, self.t.steps_per_batch
-        perms = torch.stack([epoch_permutation(self.N, r.cfg.seed, epoch) for r in self.runs]).to(self.device)
+        perms = torch.stack([epoch_permutation(self.N, r.cfg.seed, epoch if r.cfg.data.shuffle == "every_epoch" else 0)
+                             for r in self.runs]).to(self.device)
         order = torch.gather(self.train_idx, 1, perms)[:, : self.num_batches * B]
         for run in self.runs:
             run.totals = [0.0, 0.0, 0]
