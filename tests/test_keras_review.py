@@ -4,10 +4,10 @@ The reference is ``tests/fixtures/keras_review.json``: real Keras 3 / TensorFlow
 notebook (5 seeds x 20 epochs per optimizer), recorded by ``tools/keras_review.py`` (see its
 docstring; ``--summary`` writes the fixture). The fast tests check the fixture against this
 project's own settings; the slow one trains our review of an optimizer (or reads a finished one,
-``TORCHOPT_KERAS_PARITY_RUNS=runs/blog``) and judges it against Keras's numbers:
+``KERAS_PARITY_RUNS=runs/blog``) and judges it against Keras's numbers:
 
     pytest -m "dataset and keras" tests/test_keras_review.py           # trains 5 seeds per optimizer
-    TORCHOPT_KERAS_PARITY_RUNS=runs/blog pytest -m "dataset and keras" tests/test_keras_review.py
+    KERAS_PARITY_RUNS=runs/blog pytest -m "dataset and keras" tests/test_keras_review.py
 
 The criterion (issue 19): for every optimizer, our 5-seed mean final validation accuracy lies
 within 0.5 points of Keras's, or Welch's t-test cannot tell the two apart at p = 0.01. The same
@@ -138,8 +138,8 @@ def test_criterion_can_fail():
 
 def _our_runs(label: str, tmp_path: Path) -> Path:
     """The folder of our review's runs of ``label``, seeds 0-4, blog settings: an existing review
-    (``TORCHOPT_KERAS_PARITY_RUNS``) or a fresh one trained here."""
-    given = os.environ.get("TORCHOPT_KERAS_PARITY_RUNS")
+    (``KERAS_PARITY_RUNS``) or a fresh one trained here."""
+    given = os.environ.get("KERAS_PARITY_RUNS")
     if given:
         return Path(given)
     proc = subprocess.run(
