@@ -222,8 +222,13 @@ def _cfgs(data_dir, logdir, opts=("adam", "sgd"), seeds=(0, 1), epochs=2, **trai
             for o in opts for s in seeds]
 
 
-def test_data_order_is_each_runs_own(synthetic_data_dir, tmp_path):
+@pytest.mark.parametrize("shuffle, order_of", [("every_epoch", 1), ("once", 0)])
+def test_data_order_is_each_runs_own(shuffle, order_of, synthetic_data_dir, tmp_path):
+    """Epoch 1 (0-based) of each run: its own seed's order of that epoch, or of epoch 0 when the
+    data is shuffled once (as seeded Keras 3 does)."""
     cfgs = _cfgs(synthetic_data_dir, tmp_path, opts=("adam",), seeds=(0, 3))
+    for c in cfgs:
+        c.data.shuffle = shuffle
     ds = load_fashion_mnist(synthetic_data_dir)
     tr = StackedTrainer([StackedRun(c, r) for r, c in enumerate(cfgs)], ds, "cpu")
     seen = []
@@ -231,7 +236,7 @@ def test_data_order_is_each_runs_own(synthetic_data_dir, tmp_path):
     tr.train_epoch(1, None)
     for r, seed in enumerate((0, 3)):
         train_idx, _ = split_indices(1200, "keras", 200, seed)
-        expect = train_idx[epoch_permutation(1000, seed, 1)][:6 * 32]
+        expect = train_idx[epoch_permutation(1000, seed, order_of)][:6 * 32]
         assert torch.equal(torch.cat([s[r] for s in seen]), expect)
 
 
