@@ -1,8 +1,8 @@
 """The classifiers, chosen by name: ``blog_mlp``, ``geron_mlp``, ``cnn``.
 
 Initialisation follows the Keras originals layer by layer, because it changes the trajectory the
-blog reports (measured: a He-normal instead of a Glorot-uniform softmax layer alone moved the blog
-review's final validation accuracy up by ~0.3-0.5 points, outside real Keras's seed spread):
+blog reports (a plain-loop check of Nadam over 3 seeds: He-normal softmax layer 89.21 % final
+validation accuracy, Keras's glorot_uniform 88.87 %; real Keras 88.46 % over 5 seeds):
 
 - Keras's default kernel initializer, which a ``Dense`` layer gets unless its code passes
   ``kernel_initializer``, is ``glorot_uniform``: U(-l, l) with l = sqrt(6 / (fan_in + fan_out));
