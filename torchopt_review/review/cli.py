@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 from ..config import CONFIG_DIR, merge
 from ..errors import ArgumentParser, Terminated, UserError, cli_entry
-from .engine import ENGINES, review
+from .engine import ENGINES, EXECUTORS, review
 from .plan import load_review, parse_opts, parse_seeds, parse_shard
 
 
@@ -59,9 +59,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pool: one run per worker process; stacked: all runs as one batched model in this process "
                         "(one CUDA graph per step on a GPU); auto (default): stacked on a GPU, pool on CPU")
     p.add_argument("--precision", choices=("32", "tf32", "bf16-mixed"), help="default 32 (fp32, TF32 off)")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local (default): train here; slurm: submit every run (or stack) as a task of a SLURM job "
+                        "array with submitit, watch them, resubmit what the cluster lost, then write the report")
+    s = p.add_argument_group("SLURM (--executor slurm; also the review YAML's slurm: block)")
+    s.add_argument("--slurm-partition", help="--partition (default: the cluster's)")
+    s.add_argument("--slurm-time", help="--time per task, e.g. 30 or 1:00:00 (default 1:00:00)")
+    s.add_argument("--slurm-cpus-per-task", type=int, help="--cpus-per-task, also the task's torch threads (default 1)")
+    s.add_argument("--slurm-gpus-per-task", type=int, help="--gpus-per-task (default: 1 with --accelerator gpu, else 0)")
+    s.add_argument("--slurm-mem", help="--mem, e.g. 4G (default: the cluster's)")
+    s.add_argument("--slurm-array-parallelism", type=int, help="at most this many tasks at once (--array=...%%N)")
+    s.add_argument("--slurm-max-retries", type=int,
+                   help="resubmissions of a task the cluster lost (cancelled, node failure, time limit; default 2)")
+    s.add_argument("--slurm-extra", action="append", metavar="NAME[=VALUE]",
+                   help="any other sbatch option, repeatable: --slurm-extra qos=high --slurm-extra exclusive")
+    s.add_argument("--no-wait", action="store_true",
+                   help="submit and return; the same command later waits for those jobs (or run report when done)")
     p.add_argument("--in-process", action="store_true", help="no worker processes: one run after the other here")
     p.add_argument("--debug", action="store_true", help="tracebacks instead of one-line errors")
     return p
+
+
+SLURM_FLAGS = ("partition", "time", "cpus_per_task", "gpus_per_task", "mem", "array_parallelism", "max_retries", "extra")
 
 
 @cli_entry
@@ -100,9 +119,13 @@ def main(argv: list[str] | None = None) -> int:
                    or (cfg.overrides.get("trainer") or {}).get("accelerator"))
     if workers is None and accelerator in ("gpu", "cuda"):
         workers = 1  # one GPU: one process drives it (what cannot be stacked runs one after the other)
+    slurm = {name: getattr(args, f"slurm_{name}") for name in SLURM_FLAGS if getattr(args, f"slurm_{name}") is not None}
+    if slurm and args.executor != "slurm":
+        raise UserError(f"--slurm-{next(iter(slurm)).replace('_', '-')} only applies to --executor slurm")
     with _sigterm_stops():
         result = review(cfg, workers=workers, restart=args.restart, shard=shard, report=not args.no_report,
-                        in_process=args.in_process, threads=args.threads, engine=args.engine)
+                        in_process=args.in_process, threads=args.threads, engine=args.engine,
+                        executor=args.executor, slurm=slurm, wait=not args.no_wait)
     return result.exit_status
 
 

@@ -19,6 +19,7 @@ from .progress import Progress, one_line, plural
 from .results import ReviewResult, RunOutcome, key_of, outcome_of, print_summary
 
 ENGINES = ("auto", "pool", "stacked")
+EXECUTORS = ("local", "slurm")  # where the runs train: here, or as SLURM jobs (review/slurm.py)
 REVIEW_JSON = "review.json"  # runs/<experiment>/review.json: the plan, for the report and for people
 
 
@@ -35,6 +36,16 @@ def resolve_engine(engine: str, todo: list[RunConfig], run_fn: Callable[..., dic
     return "stacked" if all(resolve_device(c.trainer.accelerator) == "cuda" for c in todo) else "pool"
 
 
+def _slurm_stacked(engine: str, todo: list[RunConfig], run_fn: Callable[..., dict] | None, gpus: int | None) -> bool:
+    """On SLURM the runs' device is the nodes', not this machine's: ``auto`` stacks the runs when
+    they ask for a GPU (``accelerator: gpu``, or ``auto`` with ``--slurm-gpus-per-task``)."""
+    if engine != "auto":
+        resolve_engine(engine, todo, run_fn)  # the same refusals as locally
+        return engine == "stacked"
+    return bool(run_fn is None and todo and all(
+        c.trainer.accelerator in ("gpu", "cuda") or (c.trainer.accelerator == "auto" and gpus) for c in todo))
+
+
 def review(
     cfg: ReviewConfig | Mapping[str, Any],
     *,
@@ -46,6 +57,9 @@ def review(
     in_process: bool = False,
     threads: int | None = None,
     engine: str = "auto",
+    executor: str = "local",
+    slurm: Mapping[str, Any] | None = None,
+    wait: bool = True,
     stream: TextIO | None | object = "stderr",
 ) -> ReviewResult:
     """Run a review: expand, lock, skip finished runs, run the rest, record failures, report.
@@ -64,6 +78,12 @@ def review(
             review trained together as one batched model in this process, see
             :mod:`torchopt_review.stacked`) or ``auto``: stacked when the runs train on a GPU,
             where it is ~100x faster, the pool on CPU, where it is not faster (``bench review``).
+        executor: ``local`` (this machine) or ``slurm``: every run (or stack) a task of a SLURM job
+            array submitted with submitit; this process watches, resubmits what the cluster lost and
+            writes the report (see :mod:`torchopt_review.review.slurm`).
+        slurm: SLURM settings over the config's ``slurm:`` block (``SlurmOptions``' keys).
+        wait: with ``slurm``: ``False`` submits and returns (the runs go on; run the same review
+            again to wait for them, or ``report`` when they have finished).
         stream: where progress and the summary go (default: ``sys.stderr`` at call time; ``None``: silent).
 
     Raises:
@@ -87,6 +107,19 @@ def review(
         raise ConfigError(f"threads must be >= 1, got {threads!r}")
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    options = None
+    if executor == "slurm":
+        from .slurm import SlurmOptions
+
+        if shard is not None:
+            raise ConfigError("--shard is for your own sbatch scripts; --executor slurm submits every run itself")
+        if in_process:
+            raise ConfigError("--in-process trains here; it cannot go with --executor slurm")
+        options = SlurmOptions.from_mapping(cfg.slurm, "slurm").replace(**dict(slurm or {}))
+    elif not wait:
+        raise ConfigError("--no-wait only applies to --executor slurm (a local review trains in this process)")
 
     all_runs = expand(cfg)
     mine = shard_runs(all_runs, shard)
@@ -105,39 +138,65 @@ def review(
         todo = [rc for rc in mine if key_of(rc) not in outcomes]
 
         title = f"review {cfg.experiment}" + (f" shard {shard[0]}/{shard[1]}" if shard else "")
-        engine = resolve_engine(engine, todo, run_fn)
-        n_workers = 1 if in_process or engine == "stacked" else max(1, min(workers, len(todo)))
+        if options is not None:
+            stacked = _slurm_stacked(engine, todo, run_fn, options.gpus_per_task)
+            n_workers = max(1, min(len(todo), options.array_parallelism or len(todo)))
+        else:
+            stacked = False
+            if todo:
+                _refuse_live_slurm_jobs(exp_dir)
+            engine = resolve_engine(engine, todo, run_fn)
+            n_workers = 1 if in_process or engine == "stacked" else max(1, min(workers, len(todo)))
         progress = Progress(stream, len(mine), {key_of(c): c.trainer.epochs for c in todo}, title, workers=n_workers)
         progress.count_before(list(outcomes.values()))
         if stream is not None:
             skipped = f", {len(outcomes)} finished before (skipped)" if outcomes else ""
-            where = ("stacked in one process" if engine == "stacked"
+            where = ("as SLURM jobs" + (" (stacked)" if stacked else "") if options is not None
+                     else "stacked in one process" if engine == "stacked"
                      else f"on {n_workers} worker{'s' * (n_workers != 1)}")
             print(f"{title}: {plural(len(mine), 'run')}{skipped}, {len(todo)} to run"
                   + (f" {where}" if todo else ""), file=stream, flush=True)
         sched = Scheduler(todo, run_fn=run_fn, restart=restart, progress=progress)
+        left: list[str] = []
         try:
-            if todo and engine == "stacked":
-                sched.todo = sched.run_stacked()  # what cannot be stacked (a CNN) goes on below
-            if sched.todo and not sched.user_error and in_process:
-                sched.run_in_process()
-            elif sched.todo and not sched.user_error:
-                sched.run_processes(n_workers, threads or 1)
+            if todo and options is not None:
+                from .slurm import submit_and_wait
+
+                left = submit_and_wait(todo, exp_dir=exp_dir, experiment=cfg.experiment, options=options,
+                                       finish=sched.finish, progress=progress, stream=stream, restart=restart,
+                                       stacked=stacked, threads=threads, run_fn=run_fn, wait=wait)
+            else:
+                if todo and engine == "stacked":
+                    sched.todo = sched.run_stacked()  # what cannot be stacked (a CNN) goes on below
+                if sched.todo and not sched.user_error and in_process:
+                    sched.run_in_process()
+                elif sched.todo and not sched.user_error:
+                    sched.run_processes(n_workers, threads or 1)
         finally:
             progress.close()
         outcomes.update(sched.outcomes)
         if sched.user_error:
             raise UserError(sched.user_error)
         ordered = [outcomes[key_of(rc)] for rc in mine if key_of(rc) in outcomes]
-        result = ReviewResult(cfg.experiment, exp_dir, ordered, time.monotonic() - t0, shard)
+        result = ReviewResult(cfg.experiment, exp_dir, ordered, time.monotonic() - t0, shard, submitted=left)
     finally:
         lock.release()
 
-    if report and shard is None:
+    if report and shard is None and not left:
         result.report, result.report_error = _write_report(exp_dir, review_record(cfg, all_runs), stream)
     if stream is not None:
         print_summary(result, stream)
     return result
+
+
+def _refuse_live_slurm_jobs(exp_dir: Path) -> None:
+    """A local review must not train run folders that SLURM jobs of this experiment are writing."""
+    from .slurm import live_jobs
+
+    live = live_jobs(exp_dir)
+    if live:
+        raise UserError(f"experiment {exp_dir.name!r} has SLURM jobs still queued or running ({', '.join(live)}); "
+                        "wait for them with the same review command and --executor slurm, or scancel them")
 
 
 def _write_plan(path: Path, record: dict[str, Any]) -> None:

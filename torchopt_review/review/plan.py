@@ -19,7 +19,7 @@ from ..config import CONFIG_DIR, load_yaml
 from ..errors import ConfigError
 
 # Keys of a review YAML file (configs/review/blog.yaml documents them).
-YAML_KEYS = ("experiment", "description", "seeds", "lrs", "overrides", "runs", "variants")
+YAML_KEYS = ("experiment", "description", "seeds", "lrs", "overrides", "runs", "variants", "slurm")
 # RunConfig fields the review itself sets for every run; a run entry or `overrides` may not.
 IDENTITY_KEYS = ("experiment", "seed", "label", "logdir")
 
@@ -32,7 +32,7 @@ def _default_runs() -> dict[str, dict[str, Any]]:
 
 @dataclass
 class ReviewConfig:
-    """What to run. The first seven fields are the YAML keys; the rest come from the CLI.
+    """What to run. The first eight fields are the YAML keys; the rest come from the CLI.
 
     Attributes:
         experiment: folder under ``logdir``: ``runs/<experiment>/<label>/seed<k>/``.
@@ -42,6 +42,8 @@ class ReviewConfig:
         overrides: RunConfig keys applied to every run (below each run's own entry).
         runs: ``label -> RunConfig overrides`` of the default set; ``optim.name`` defaults to the label.
         variants: like ``runs``, opt-in: named in ``opts`` or all of them with ``include_variants``.
+        slurm: what each task asks SLURM for with ``--executor slurm``
+            (:class:`~torchopt_review.review.slurm.SlurmOptions`' keys; the ``--slurm-*`` options win).
         opts: which labels (or registry names) to run; ``None``: ``runs``. ``"all"`` means ``runs``.
         include_variants: add every variant (``--variants``).
         cli_overrides: RunConfig keys applied last, above each run's entry (``--epochs`` ...).
@@ -57,6 +59,7 @@ class ReviewConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
     runs: dict[str, dict[str, Any]] = field(default_factory=_default_runs)
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    slurm: dict[str, Any] = field(default_factory=dict)
     opts: list[str] | None = None
     include_variants: bool = False
     cli_overrides: dict[str, Any] = field(default_factory=dict)
@@ -91,6 +94,11 @@ class ReviewConfig:
         for name in ("runs", "variants"):
             if name in kw:
                 kw[name] = _runs_value(kw[name], f"{where}{name}")
+        if "slurm" in kw:
+            from .slurm import SlurmOptions
+
+            SlurmOptions.from_mapping(kw["slurm"], f"{where}slurm")  # checked now, used by --executor slurm
+            kw["slurm"] = dict(kw["slurm"] or {})
         if "opts" in kw and kw["opts"] is not None:
             kw["opts"] = parse_opts(kw["opts"]) if isinstance(kw["opts"], str) else [str(o) for o in kw["opts"]]
         if "include_variants" in kw:

@@ -73,6 +73,7 @@ class Progress:
         self.epoch_time, self.epochs_timed = 0.0, 0
         self.last_draw = 0.0
         self.width = 0
+        self.pending = 0  # runs queued but not started (the SLURM executor's count)
 
     def count_before(self, outcomes: list[RunOutcome]) -> None:
         """Runs finished before this review started (skipped) count as done lines already."""
@@ -144,10 +145,20 @@ class Progress:
     def line(self) -> str:
         bad = ", ".join(f"{v} {k}" for k, v in self.bad.items() if v)
         head = f"{self.title}: {self.finished}/{self.total} runs" + (f" ({bad})" if bad else "")
+        if self.pending:
+            head += f", {len(self.running)} running, {self.pending} pending"
         running = " ".join(f"{k} {e}/{self.epochs.get(k, '?')}" for k, e in self.running.items())
         eta = self.eta()
         tail = f"ETA {fmt_s(eta)}" if eta is not None else "ETA ?"
         return f"{head} | {tail}" + (f" | {running}" if running else "")
+
+    def note(self, text: str) -> None:
+        """A permanent line (a submission, a resubmission) above the status line."""
+        if self.stream is None:
+            return
+        self._clear()
+        print(text, file=self.stream, flush=True)
+        self.draw(force=True)
 
     def _clear(self) -> None:
         if self.tty and self.width:

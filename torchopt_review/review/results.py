@@ -3,7 +3,7 @@ status) and the summary printed at the end."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, TextIO
 
@@ -39,6 +39,7 @@ class ReviewResult:
     shard: tuple[int, int] | None = None
     report: Path | None = None
     report_error: str | None = None  # the report was asked for and could not be written
+    submitted: list[str] = field(default_factory=list)  # runs left training on SLURM (--no-wait)
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -73,9 +74,11 @@ def outcome_of(cfg: RunConfig, result: Mapping[str, Any] | None, *, skipped: boo
 
 
 def print_summary(result: ReviewResult, stream: TextIO) -> None:
-    n = len(result.outcomes)
+    n = len(result.outcomes) + len(result.submitted)
     skipped = sum(o.skipped for o in result.outcomes)
     parts = [f"{result.count(DONE)} done", f"{result.count(DIVERGED)} diverged", f"{result.count(FAILED)} failed"]
+    if result.submitted:
+        parts.append(f"{len(result.submitted)} submitted")
     where = f" shard {result.shard[0]}/{result.shard[1]}" if result.shard else ""
     print(f"review {result.experiment}{where}: {plural(n, 'run')}: {', '.join(parts)}"
           + (f" ({skipped} finished before)" if skipped else "") + f" in {fmt_s(result.wall_s)}", file=stream)
@@ -88,6 +91,10 @@ def print_summary(result: ReviewResult, stream: TextIO) -> None:
         log = review_log(o.run_dir.parent.parent, o.label, o.seed)
         where = f"{o.run_dir / RUN_JSON}" + (f", {log}" if log.exists() else "")
         print(f"  failed: {o.key}: {one_line(o.error)}  ({where}; rerun the same command to retry)", file=stream)
+    if result.submitted:
+        print(f"  {plural(len(result.submitted), 'run')} left training on SLURM (not waited for): run the same "
+              f"command again to wait for them and write the report, or once they have finished: "
+              f"python -m torchopt_review.report {result.exp_dir}", file=stream)
     if result.report is not None:
         print(f"report: {result.report}", file=stream)
     elif result.shard is not None:

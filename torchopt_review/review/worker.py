@@ -47,14 +47,15 @@ def resolve_run_fn(run_fn: RunFn | None) -> RunFn:
     return run
 
 
-def call_run(run_fn: RunFn, cfg: RunConfig, restart: bool, on_epoch: Callable[[dict], None]) -> tuple[str, Any]:
+def call_run(run_fn: RunFn, cfg: RunConfig, restart: bool, on_epoch: Callable[[dict], None],
+             passthrough: tuple[type[BaseException], ...] = ()) -> tuple[str, Any]:
     """Run one training run; never raises (except KeyboardInterrupt and Terminated: they stop the
-    review): ("ok", run.json dict) | ("user", message) | ("error", traceback text)."""
+    review; and ``passthrough``): ("ok", run.json dict) | ("user", message) | ("error", traceback text)."""
     try:
         result = run_fn(cfg, restart=restart, progress=False, on_epoch=on_epoch)
     except UserError as exc:
         return "user", str(exc)
-    except (KeyboardInterrupt, Terminated):
+    except (KeyboardInterrupt, Terminated, *passthrough):
         raise
     except BaseException as exc:  # noqa: BLE001 - a run's crash must not take the review down
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
