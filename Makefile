@@ -13,13 +13,14 @@ TORCH_PINS  ?= torch==2.14.1 torchvision==0.29.1
 DATA_PKG    := dataset-fashion-mnist
 DATA_MARK   := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup data train review report readme-results bench test test-dataset test-slow tensorboard clean help
+.PHONY: setup data train review report readme-results bench test test-dataset test-slow test-slurm slurm tensorboard clean help
 
 help:
 	@echo "make train OPT=nadam [ARGS='--epochs 5']   one run (sets up on first use)"
 	@echo "make review [ARGS='--seeds 0-1']           every optimizer x seeds, then the report"
 	@echo "make test                                  the test suite (no dataset, no network)"
 	@echo "make test-dataset                          tests that read the real Fashion-MNIST"
+	@echo "make test-slurm                            the review on a real two-node SLURM (installs slurm-wlm; root)"
 	@echo "make bench ARGS=optim|epoch|review          benchmarks"
 	@echo "make tensorboard                           TensorBoard on localhost:6006 over runs/"
 
@@ -67,6 +68,17 @@ test-dataset: setup data
 
 test-slow: setup
 	$(PY) -m pytest -m slow $(ARGS)
+
+# Debian's SLURM (slurmctld, slurmd, the client commands); the tests start and stop the cluster.
+slurm:
+	@if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null; then exit 0; fi; \
+	echo "Installing the Debian package slurm-wlm (a real SLURM for the slurm tests)..."; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	else echo "error: installing slurm-wlm needs root" >&2; exit 2; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq slurm-wlm
+
+test-slurm: setup slurm
+	$(PY) -m pytest -m slurm tests/slurm $(ARGS)
 
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir runs --host localhost

@@ -55,25 +55,19 @@ derives the data order's and the split's generator seeds, which must stay below 
 at most 1,000 of them in one review; an experiment name or run label is a string that is one
 plain folder name of at most 255 bytes (no ``/``, ``\\`` or control character, no leading ``.``).
 
-Sharding (one machine is not enough): ``--shard i/n`` with **1-based** ``i`` in ``1..n`` runs
-the runs whose position in the review's (deterministic, seed-major) run list is ``i-1`` modulo
-``n``: the ``n`` shards cover every run exactly once, *provided every shard gets the same
-options* (config, ``--opts``, ``--seeds``, ``--lrs``...). Shards lock ``.lock.shard<i>of<n>``
-and hold ``.lock`` shared: shards do not exclude each other, but a whole-experiment review
-started while shards run exits 2 (and the other way round). Shards do not write the report;
-gather it afterwards. A SLURM array::
+Past one machine (README "Past one machine"): ``--executor slurm`` submits every run (or stack of
+runs) as a task of one SLURM job array through submitit, watches the scheduler and the run folders,
+resubmits what the cluster lost, requeues a pre-empted task, and writes the report (``--no-wait``:
+submit and return; the same command later waits for those jobs). See :mod:`.slurm`.
 
-    #!/bin/bash
-    #SBATCH --job-name=optim-review
-    #SBATCH --array=1-8                 # shards are 1-based: 1..n
-    #SBATCH --cpus-per-task=4
-    #SBATCH --time=04:00:00
-    #SBATCH --output=slurm-%A_%a.out
-    python -m torchopt_review.review --config configs/review/blog.yaml \\
-        --shard "${SLURM_ARRAY_TASK_ID}/8" --workers "${SLURM_CPUS_PER_TASK}"
-
-    # when the array has finished (e.g. sbatch --dependency=afterany:<array job id>):
-    python -m torchopt_review.report runs/blog
+Or shard it yourself: ``--shard i/n`` with **1-based** ``i`` in ``1..n`` runs the runs whose
+position in the review's (deterministic, seed-major) run list is ``i-1`` modulo ``n``: the ``n``
+shards cover every run exactly once, *provided every shard gets the same options* (config,
+``--opts``, ``--seeds``, ``--lrs``...). Shards lock ``.lock.shard<i>of<n>`` and hold ``.lock``
+shared: shards do not exclude each other, but a whole-experiment review started while shards run
+exits 2 (and the other way round). Shards do not write the report; gather it afterwards
+(``python -m torchopt_review.report runs/<experiment>``). The README's ``review.sbatch`` is such a
+SLURM array, and ``make test-slurm`` runs it as written.
 
 The function API (``review(cfg, workers=...)``) takes a :class:`ReviewConfig` or a mapping with
 the YAML keys, and a ``run_fn`` with :func:`torchopt_review.train.run`'s signature (tests pass a
@@ -89,6 +83,7 @@ The package, one job a module (the run folders themselves belong to :mod:`torcho
     pool.py       the scheduler: in this process, stacked, or in worker processes; failure isolation
     results.py    RunOutcome, ReviewResult (the exit status), the summary
     engine.py     review(): plan -> lock -> skip finished -> train -> report; the engine choice
+    slurm.py      --executor slurm: the runs as a submitit job array; watching, resubmitting, requeueing
     cli.py        the command line (__main__.py runs it)
 """
 

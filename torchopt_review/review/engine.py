@@ -111,13 +111,14 @@ def review(
         raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     options = None
     if executor == "slurm":
-        from .slurm import SlurmOptions
+        from .slurm import SlurmOptions, check_commands
 
         if shard is not None:
             raise ConfigError("--shard is for your own sbatch scripts; --executor slurm submits every run itself")
         if in_process:
             raise ConfigError("--in-process trains here; it cannot go with --executor slurm")
         options = SlurmOptions.from_mapping(cfg.slurm, "slurm").replace(**dict(slurm or {}))
+        check_commands()
     elif not wait:
         raise ConfigError("--no-wait only applies to --executor slurm (a local review trains in this process)")
 

@@ -122,6 +122,10 @@ class SlurmOptions:
             raise ConfigError(f"{where} must be a mapping of SLURM settings (e.g. partition: gpu), got {data!r}")
         data = dict(data or {})
         names = [f.name for f in dataclasses.fields(cls)]
+
+        def at(key: str) -> str:  # how the user wrote it: --slurm-cpus-per-task, or slurm.cpus_per_task
+            return f"--slurm-{key.replace('_', '-')}" if where == "--slurm" else f"{where}.{key}"
+
         for key in data:
             if key not in names:
                 raise ConfigError(f"{where}: unknown key {key!r}; valid: {', '.join(names)}")
@@ -131,30 +135,31 @@ class SlurmOptions:
                 kw[key] = None
             elif key in ("partition",):
                 if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
-                    raise ConfigError(f"{where}.{key} must be a partition name, got {value!r}")
+                    raise ConfigError(f"{at(key)} must be a partition name, got {value!r}")
                 kw[key] = value
             elif key == "time":
-                time_minutes(value, f"{where}.time")
+                time_minutes(value, at("time"))
                 kw[key] = str(value).strip()
             elif key in ("cpus_per_task", "array_parallelism"):
-                kw[key] = _positive_int(value, f"{where}.{key}")
+                kw[key] = _positive_int(value, at(key))
             elif key in ("gpus_per_task", "max_retries"):
-                kw[key] = _positive_int(value, f"{where}.{key}", zero=True)
+                kw[key] = _positive_int(value, at(key), zero=True)
             elif key == "mem":
                 if not isinstance(value, (str, int)) or isinstance(value, bool) or \
                         not re.fullmatch(r"[1-9][0-9]*[KMGTkmgt]?", str(value)):
-                    raise ConfigError(f"{where}.mem must be a size like 4000 (MB) or 4G, got {value!r}")
+                    raise ConfigError(f"{at('mem')} must be a size like 4000 (MB) or 4G, got {value!r}")
                 kw[key] = str(value).upper()
             elif key == "extra":
-                kw[key] = _extra_value(value, f"{where}.extra")
+                kw[key] = _extra_value(value, at("extra"))
             elif key == "poll_s":
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.1 <= value <= 3600:
-                    raise ConfigError(f"{where}.poll_s must be a number of seconds in 0.1..3600, got {value!r}")
+                    raise ConfigError(f"{at('poll_s')} must be a number of seconds in 0.1..3600, got {value!r}")
                 kw[key] = float(value)
         return cls(**kw)
 
     def replace(self, **fields: Any) -> "SlurmOptions":
         """These options with ``fields`` (the CLI's) on top, validated again; ``extra`` adds to the file's."""
+        SlurmOptions.from_mapping(fields, "--slurm")  # errors name the CLI's options
         if "extra" in fields:
             fields["extra"] = {**self.extra, **_extra_value(fields["extra"], "--slurm-extra")}
         return SlurmOptions.from_mapping({**dataclasses.asdict(self), **fields})
@@ -186,6 +191,14 @@ def _extra_value(value: Any, where: str) -> dict[str, Any]:
             raise ConfigError(f"{where}.{key} must be a string, a number or true (a flag), got {val!r}")
         out[key] = val
     return out
+
+
+def check_commands() -> None:
+    """The SLURM commands the submitting process needs, or one line saying where to run it."""
+    missing = [c for c in ("sbatch", "sacct", "srun") if shutil.which(c) is None]
+    if missing:
+        raise UserError(f"--executor slurm: {', '.join(missing)} not found; run the review where SLURM's commands "
+                        "are on PATH, e.g. a login node (or use --shard in your own sbatch script)")
 
 
 # -- what a task runs -----------------------------------------------------------------------------
@@ -277,7 +290,8 @@ class SlurmExecutor:
         self.exp_dir, self.options, self.finish = exp_dir, options, finish
         self.progress, self.stream, self.experiment = progress, stream, experiment
         self.folder = exp_dir / SLURM_DIR
-        self.tracked: list[_Tracked] = []
+        self.tracked: list[_Tracked] = []  # units whose job has not ended
+        self.ended: list[_Tracked] = []  # and those whose job has (kept in jobs.json)
         self.gpus = 0  # GPUs per task: every submission of this review asks the same
 
     def say(self, text: str) -> None:
@@ -308,9 +322,6 @@ class SlurmExecutor:
     def _sbatch(self, submit: Callable[[], Any]) -> Any:
         try:
             return submit()
-        except FileNotFoundError as exc:
-            raise UserError(f"--executor slurm: {exc.filename or 'sbatch'} not found; run the review where SLURM's "
-                            "commands (sbatch, sacct, scontrol) are on PATH, e.g. a login node") from None
         except Exception as exc:  # submitit's FailedJobError: sbatch refused (bad partition, time limit ...)
             text = " ".join(str(exc).split())
             raise UserError(f"--executor slurm: sbatch refused the jobs: {text[-400:]}") from None
@@ -360,8 +371,9 @@ class SlurmExecutor:
 
     def save(self) -> None:
         """runs/<exp>/.slurm/jobs.json: which job trains which runs (for a later review or a person)."""
-        units = [{"keys": t.unit.keys, "job_id": t.job.job_id, "attempt": t.attempt, "history": t.history,
-                  "stacked": t.unit.stacked, "threads": t.unit.threads} for t in self.tracked]
+        units = [{"keys": t.unit.keys, "job_id": t.job.job_id, "state": t.seen or "SUBMITTED", "attempt": t.attempt,
+                  "history": t.history, "stacked": t.unit.stacked, "threads": t.unit.threads}
+                 for t in self.ended + self.tracked]
         atomic_write_json(self.folder / JOBS_JSON, {"experiment": self.experiment, "units": units})
 
     def wait(self) -> None:
@@ -408,12 +420,15 @@ class SlurmExecutor:
             self._lost(t, f"COMPLETED without a result ({type(exc).__name__})")
             return
         self.tracked.remove(t)
+        self.ended.append(t)
         for key, (kind, payload) in results.items():
             self.finish(key, kind, payload)
 
     def _lost(self, t: _Tracked, state: str) -> None:
         """The job ended with runs unfinished: what finished is kept, the rest goes again (bounded)."""
         self.tracked.remove(t)
+        t.seen = state
+        self.ended.append(t)
         left = []
         for cfg in t.unit.cfgs:
             stored = read_record(cfg.run_dir)
@@ -483,5 +498,5 @@ def submit_and_wait(todo: list[RunConfig], *, exp_dir: Path, experiment: str, op
     return []
 
 
-__all__ = ["SlurmOptions", "Unit", "SlurmExecutor", "submit_and_wait", "live_jobs", "time_minutes", "SLURM_DIR",
-           "JOBS_JSON"]
+__all__ = ["SlurmOptions", "Unit", "SlurmExecutor", "submit_and_wait", "live_jobs", "check_commands", "time_minutes",
+           "SLURM_DIR", "JOBS_JSON"]

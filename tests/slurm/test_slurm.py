@@ -1,0 +1,227 @@
+"""The review on a real SLURM cluster (two nodes of Debian's slurm-wlm on this machine, see
+cluster.py): ``make test-slurm``; skipped with the reason where SLURM is not installed.
+
+The reference is the same review trained by the local executor: every run's metrics.csv (all
+columns but ``wall_s``, the wall clock) and test accuracy must be the same, whether the run went
+through a job array, a cancelled task resubmitted, a pre-empted task requeued, the README's own
+sbatch script with ``--shard``, or ``--no-wait`` and a later pick-up.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
+KILLPOINTS = ROOT / "tests" / "killpoints"
+KEYS = ["sgd/seed0", "adam/seed0", "sgd/seed1", "adam/seed1"]
+
+REVIEW_YAML = """\
+experiment: {experiment}
+seeds: [0, 1]
+runs: {{sgd: {{}}, adam: {{}}}}
+overrides:
+  trainer: {{epochs: 3, limit_batches: 6}}
+  data: {{val_size: 200}}
+slurm: {{poll_s: 0.5, time: "10"}}
+"""
+
+
+def write_config(folder: Path, experiment: str = "e") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "review.yaml"
+    path.write_text(REVIEW_YAML.format(experiment=experiment))
+    return path
+
+
+def env_with(cluster, **extra: str) -> dict[str, str]:
+    env = cluster.env
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # `python` on the nodes is this one
+    env.update(extra)
+    return env
+
+
+def review_cmd(config: Path, data: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "torchopt_review.review", "--config", str(config), "--data-dir", str(data), *args]
+
+
+def metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)]
+
+
+def outcome(run_dir: Path) -> tuple[str, float, list[dict[str, str]]]:
+    record = json.loads((run_dir / "run.json").read_text())
+    return record["status"], record["test"]["acc"], metrics(run_dir)
+
+
+def assert_same_runs(exp_dir: Path, reference: dict[str, tuple], keys=KEYS) -> None:
+    for key in keys:
+        got = outcome(exp_dir / key)
+        assert got[0] == "done", key
+        assert got == reference[key], f"{key}: differs from the local executor's run"
+
+
+def jobs_record(exp_dir: Path) -> dict[str, dict]:
+    units = json.loads((exp_dir / ".slurm" / "jobs.json").read_text())["units"]
+    return {k: u for u in units for k in u["keys"]}
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def reference(synthetic_data_dir, tmp_path_factory) -> dict[str, tuple]:
+    """The same review, trained here by the local executor."""
+    folder = tmp_path_factory.mktemp("local")
+    config = write_config(folder)
+    out = subprocess.run(review_cmd(config, synthetic_data_dir, "--logdir", str(folder / "runs"), "--workers", "2",
+                                    "--no-report"), capture_output=True, text=True, cwd=folder, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return {k: outcome(folder / "runs" / "e" / k) for k in KEYS}
+
+
+def test_slurm_review_equals_the_local_review(slurm_cluster, reference, synthetic_data_dir, tmp_path):
+    config = write_config(tmp_path)
+    t0 = time.monotonic()
+    out = subprocess.run(review_cmd(config, synthetic_data_dir, "--executor", "slurm", "--slurm-cpus-per-task", "2",
+                                    "--threads", "1"),
+                         capture_output=True, text=True, cwd=tmp_path, env=env_with(slurm_cluster), timeout=600)
+    print(f"2x2x1 review through --executor slurm: {time.monotonic() - t0:.1f} s\n{out.stderr}")
+    assert out.returncode == 0, out.stderr
+    assert "submitted 4 tasks to SLURM" in out.stderr
+    exp = tmp_path / "runs" / "e"
+    assert_same_runs(exp, reference)
+    assert (exp / "report.md").is_file()
+    job = jobs_record(exp)["sgd/seed0"]["job_id"].split("_")[0]
+    tasks = slurm_cluster.jobs(job)
+    assert len(tasks) == 4 and {t["state"] for t in tasks} == {"COMPLETED"}
+    assert {t["node"] for t in tasks} == {"n1", "n2"}, tasks  # 2 CPUs a task, 4 a node: both nodes worked
+
+
+def _paused_review(cluster, tmp_path, data, experiment: str):
+    """A review whose adam/seed0 task stops for a while after training epoch 2, before it is
+    checkpointed (epoch 1 is); only that first attempt pauses."""
+    config = write_config(tmp_path, experiment)
+    env = env_with(cluster, PYTHONPATH=str(KILLPOINTS), KILL_PAUSE="adam/seed0:before_ckpt@2", KILL_PAUSE_S="120",
+                   KILL_PAUSE_ONCE=str(tmp_path / "paused-once"))
+    proc = subprocess.Popen(review_cmd(config, data, "--executor", "slurm"), cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    exp = tmp_path / "runs" / experiment
+    log = exp / ".review-logs" / "adam-seed0.log"
+    wait_for(lambda: log.exists() and "test-pause" in log.read_text(), 240, "adam/seed0 reaching its pause")
+    job = jobs_record(exp)["adam/seed0"]["job_id"]
+    before = (exp / "adam" / "seed0" / "metrics.csv").read_text()
+    return proc, exp, job, before
+
+
+def test_a_cancelled_task_is_resubmitted_and_ends_identical(slurm_cluster, reference, synthetic_data_dir, tmp_path):
+    proc, exp, job, before = _paused_review(slurm_cluster, tmp_path, synthetic_data_dir, "cancel")
+    assert len(before.splitlines()) == 2  # header + epoch 1: the checkpoint the resubmission resumes from
+    slurm_cluster.run(["scancel", job])
+    stdout, stderr = proc.communicate(timeout=600)
+    print(f"metrics.csv when cancelled:\n{before}\n{stderr}")
+    assert proc.returncode == 0, stderr
+    assert re.search(rf"SLURM job {job} \(adam/seed0\) ended CANCELLED with the run unfinished: "
+                     r"resubmitted as job \d+ \(retry 1 of 2\)", stderr), stderr
+    entry = jobs_record(exp)["adam/seed0"]
+    assert entry["attempt"] == 2 and entry["history"] == [[job, "CANCELLED"]]
+    assert_same_runs(exp, reference)
+
+
+def test_a_preempted_task_requeues_and_resumes_identical(slurm_cluster, reference, synthetic_data_dir, tmp_path):
+    proc, exp, job, before = _paused_review(slurm_cluster, tmp_path, synthetic_data_dir, "preempt")
+    # SLURM's warning signal before a pre-emption or the time limit (submitit asks for --signal=USR2@90)
+    slurm_cluster.run(["scancel", "--signal=USR2", job])
+    t0 = time.monotonic()
+    stdout, stderr = proc.communicate(timeout=600)
+    print(f"metrics.csv when pre-empted:\n{before}\nrequeued and finished in {time.monotonic() - t0:.1f} s\n{stderr}")
+    assert proc.returncode == 0, stderr
+    assert f"SLURM job {job} (adam/seed0) was requeued" in stderr
+    assert "resubmitted" not in stderr
+    entry = jobs_record(exp)["adam/seed0"]
+    assert entry["job_id"] == job and entry["attempt"] == 1  # the same job, requeued by submitit
+    task_log = exp / ".review-logs" / "adam-seed0.log"
+    assert "Requeued job" in task_log.read_text()  # submitit's checkpoint-and-requeue, in the task
+    assert_same_runs(exp, reference)
+
+
+def readme_sbatch() -> tuple[str, list[str]]:
+    """The README's sbatch script (the block that starts with #!/bin/bash under "Past one machine")
+    and its submit commands (the bash block after it)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Past one machine", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    script = next(b for b in blocks if b.startswith("#!/bin/bash"))
+    commands = next(b for b in blocks[blocks.index(script) + 1:] if "sbatch" in b)
+    return script, [line for line in commands.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_the_readme_sbatch_script_with_shards_runs_as_written(slurm_cluster, reference, synthetic_data_dir, tmp_path):
+    script, commands = readme_sbatch()
+    (tmp_path / "review.sbatch").write_text(script)
+    config = write_config(tmp_path, "blog")  # the README's commands name runs/blog
+    assert commands[0] == "JOB=$(sbatch --parsable review.sbatch)", commands
+    # The README's two commands, run by bash as written; the test adds what fits its tiny review:
+    # two shards instead of eight, and the review's settings as the script's arguments ("$@").
+    test_args = f"--config {config} --data-dir {synthetic_data_dir}"
+    shell = "\n".join(["set -e",
+                       commands[0].replace("review.sbatch", f"--array=1-2 review.sbatch {test_args}"),
+                       *commands[1:], 'echo "$JOB"'])
+    out = subprocess.run(["bash", "-c", shell], cwd=tmp_path, env=env_with(slurm_cluster), capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    job = out.stdout.split()[-1]
+    slurm_cluster.wait_idle(timeout=600)
+    shards = slurm_cluster.jobs(job)
+    assert sorted(t["id"] for t in shards) == [f"{job}_1", f"{job}_2"]
+    assert {t["state"] for t in shards} == {"COMPLETED"}, shards
+    logs = sorted(tmp_path.glob(f"slurm-{job}_*.out"))
+    assert len(logs) == 2 and all("shard" in p.read_text() for p in logs)
+    assert_same_runs(tmp_path / "runs" / "blog", reference)
+    assert (tmp_path / "runs" / "blog" / "report.md").is_file()  # the dependent report job ran
+
+
+def test_no_wait_then_the_same_command_or_report_picks_the_jobs_up(slurm_cluster, reference, synthetic_data_dir,
+                                                                    tmp_path):
+    config = write_config(tmp_path, "later")
+    # every task holds for a while after its first epoch: the jobs are surely still running when we look
+    env = env_with(slurm_cluster, PYTHONPATH=str(KILLPOINTS), KILL_PAUSE="before_ckpt@1", KILL_PAUSE_S="20")
+    cmd = review_cmd(config, synthetic_data_dir, "--executor", "slurm")
+    t0 = time.monotonic()
+    first = subprocess.run(cmd + ["--no-wait"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert "4 runs left training on SLURM (not waited for)" in first.stderr
+    print(f"--no-wait returned after {time.monotonic() - t0:.1f} s")
+    exp = tmp_path / "runs" / "later"
+    assert not (exp / "report.md").exists()
+
+    local = subprocess.run(review_cmd(config, synthetic_data_dir), cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert local.returncode == 2 and "has SLURM jobs still queued or running" in local.stderr, local.stderr
+
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "watching 4 runs already submitted to SLURM" in again.stderr and "submitted 4 tasks" not in again.stderr
+    assert len(slurm_cluster.jobs(jobs_record(exp)["sgd/seed0"]["job_id"].split("_")[0])) == 4  # nothing twice
+    assert_same_runs(exp, reference)
+
+    (exp / "report.md").unlink()
+    report = subprocess.run([sys.executable, "-m", "torchopt_review.report", str(exp)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    assert (exp / "report.md").is_file()
