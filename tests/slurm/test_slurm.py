@@ -143,10 +143,16 @@ def test_a_cancelled_task_is_resubmitted_and_ends_identical(slurm_cluster, refer
     assert_same_runs(exp, reference)
 
 
-def test_a_preempted_task_requeues_and_resumes_identical(slurm_cluster, reference, synthetic_data_dir, tmp_path):
+@pytest.mark.parametrize("how", ["warning-signal", "requeued-by-slurm"])
+def test_a_preempted_task_requeues_and_resumes_identical(how, slurm_cluster, reference, synthetic_data_dir, tmp_path):
     proc, exp, job, before = _paused_review(slurm_cluster, tmp_path, synthetic_data_dir, "preempt")
-    # SLURM's warning signal before a pre-emption or the time limit (submitit asks for --signal=USR2@90)
-    slurm_cluster.run(["scancel", "--signal=USR2", job])
+    if how == "warning-signal":
+        # SLURM's warning signal before a pre-emption or the time limit (submitit asks for --signal=USR2@90):
+        # the task checkpoints and requeues itself
+        slurm_cluster.run(["scancel", "--signal=USR2", job])
+    else:
+        # what a PreemptMode=REQUEUE cluster does: SIGTERM, SIGKILL after KillWait, back to the queue
+        slurm_cluster.run(["scontrol", "requeue", job])
     t0 = time.monotonic()
     stdout, stderr = proc.communicate(timeout=600)
     print(f"metrics.csv when pre-empted:\n{before}\nrequeued and finished in {time.monotonic() - t0:.1f} s\n{stderr}")
@@ -155,8 +161,8 @@ def test_a_preempted_task_requeues_and_resumes_identical(slurm_cluster, referenc
     assert "resubmitted" not in stderr
     entry = jobs_record(exp)["adam/seed0"]
     assert entry["job_id"] == job and entry["attempt"] == 1  # the same job, requeued by submitit
-    task_log = exp / ".review-logs" / "adam-seed0.log"
-    assert "Requeued job" in task_log.read_text()  # submitit's checkpoint-and-requeue, in the task
+    task_log = (exp / ".review-logs" / "adam-seed0.log").read_text()
+    assert ("Requeued job" in task_log) == (how == "warning-signal")  # submitit's checkpoint-and-requeue
     assert_same_runs(exp, reference)
 
 
