@@ -293,6 +293,7 @@ class SlurmExecutor:
         self.tracked: list[_Tracked] = []  # units whose job has not ended
         self.ended: list[_Tracked] = []  # and those whose job has (kept in jobs.json)
         self.gpus = 0  # GPUs per task: every submission of this review asks the same
+        self.threads = options.cpus_per_task  # torch/OpenMP threads per task
 
     def say(self, text: str) -> None:
         self.progress.note(text)
@@ -306,7 +307,7 @@ class SlurmExecutor:
             "job_name": f"review-{self.experiment}", "time": o.minutes, "cpus_per_task": o.cpus_per_task,
             "additional_parameters": dict(o.extra),
             # thread limits before torch loads in the task (the review's one-thread-per-run rule)
-            "setup": [f"export {k}={v}" for k, v in worker.thread_env(o.cpus_per_task).items()],
+            "setup": [f"export {k}={v}" for k, v in worker.thread_env(self.threads).items()],
         }
         if o.partition:
             params["partition"] = o.partition
@@ -488,8 +489,14 @@ def submit_and_wait(todo: list[RunConfig], *, exp_dir: Path, experiment: str, op
                     stacked: bool, threads: int | None, run_fn: worker.RunFn | None, wait: bool) -> list[str]:
     """Train ``todo`` on SLURM. Returns the keys of runs left running (``wait=False``)."""
     ex = SlurmExecutor(exp_dir, options, finish=finish, progress=progress, stream=stream, experiment=experiment)
+    if restart:
+        live = live_jobs(exp_dir)
+        if live:  # they would write the very run folders a restart starts again
+            raise UserError(f"--restart: SLURM jobs of experiment {experiment!r} are still queued or running "
+                            f"({', '.join(live)}); scancel them first")
     fresh = todo if restart else ex.attach(todo)
-    units = units_of(fresh, stacked=stacked, restart=restart, threads=threads or options.cpus_per_task, run_fn=run_fn)
+    ex.threads = threads or options.cpus_per_task
+    units = units_of(fresh, stacked=stacked, restart=restart, threads=ex.threads, run_fn=run_fn)
     ex.gpus = options.gpus_per_task if options.gpus_per_task is not None else (1 if wants_gpu(todo) else 0)
     ex.submit(units)
     if not wait:
