@@ -23,8 +23,10 @@ TINY = ["--set", "data.val_size=200", "--limit-batches", "6", "--set", "trainer.
 SMALL = [*TINY, "--no-progress"]
 
 
-def train(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+def train(*args: str, cwd: Path, check: bool = True, path: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if path is not None:
+        env["PATH"] = f"{path}:{env['PATH']}"
     proc = subprocess.run([sys.executable, "-m", "torchopt_review.train", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
     if check and proc.returncode != 0:
@@ -40,8 +42,13 @@ def rows(path: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def smoke_run(synthetic_data_dir, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("smoke")
+    # a machine with SLURM's srun on PATH (a login node): Lightning must not ask for srun
+    bin_dir = cwd / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "srun").chmod(0o755)
     # with the progress line on: stderr is a pipe here, not a terminal
-    proc = train("--opt", "adam", "--epochs", "2", "--data-dir", str(synthetic_data_dir), *TINY, cwd=cwd)
+    proc = train("--opt", "adam", "--epochs", "2", "--data-dir", str(synthetic_data_dir), *TINY, cwd=cwd, path=bin_dir)
     return cwd, cwd / "runs" / "default" / "adam" / "seed0", proc
 
 
@@ -78,7 +85,8 @@ def test_tensorboard_tags(smoke_run):
 
 def test_redirected_output_is_one_line_per_epoch(smoke_run):
     """Not a terminal (a file, a pipe, CI): no progress line redrawn as new lines, nothing on
-    stdout; the summary line of each epoch and the test result are the whole output."""
+    stdout; the summary line of each epoch and the test result are the whole output (also with
+    srun on PATH: no Lightning hint to launch a one-process run with srun)."""
     _, _, proc = smoke_run
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()

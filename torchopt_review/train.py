@@ -174,6 +174,9 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*Your `IterableDataset` has `__len__` defined.*")
+    # On any machine with SLURM's srun (a login node, a compute node): a run is one process on one
+    # device, not a multi-process job srun must launch (Lightning asks on every fresh fit).
+    warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used")
 
 
 def resolve_device(accelerator: str) -> str:
@@ -284,7 +287,13 @@ def _run(cfg: RunConfig, *, restart: bool, progress: bool, summary: bool,
     # progress line before the recorder: it is erased before the epoch's summary line is printed
     callbacks: list[L.Callback] = [c for c in (diagnostics, bar, recorder) if c is not None]
     logger = folder.tb_logger(purge)
+    from lightning.pytorch.plugins.environments import LightningEnvironment
+
     trainer = L.Trainer(
+        # One process on one device, whatever the machine: not Lightning's SLURM environment, which
+        # would check srun's task counts and add its own requeue on SIGUSR1 beside the run folder's
+        # resume (the review's SLURM executor requeues through submitit and resumes from last.ckpt)
+        plugins=[LightningEnvironment()],
         accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=t.epochs,
         precision="bf16-mixed" if t.precision == "bf16-mixed" else "32-true",
         logger=logger, callbacks=callbacks, enable_checkpointing=False, enable_model_summary=False,

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from cluster import SlurmCluster
+
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,6 +84,19 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not after {timeout:.0f} s")
         time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    """Two nodes of a real SLURM on this machine, for the module; skipped with the reason where
+    SLURM is not installed or this is not root."""
+    why = SlurmCluster.available()
+    if why:
+        pytest.skip(why)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    print(f"\ntest SLURM cluster: {len(cluster.nodes)} nodes up in {cluster.startup_s:.2f} s")
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="module")
@@ -231,3 +246,37 @@ def test_no_wait_then_the_same_command_or_report_picks_the_jobs_up(slurm_cluster
                             capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr
     assert (exp / "report.md").is_file()
+
+
+def test_own_failures_are_recorded_and_lost_tasks_retried_a_bounded_number_of_times(slurm_cluster, tmp_path,
+                                                                                   monkeypatch):
+    """A run that raises is the run's failure: recorded, not retried. A task that dies (SIGKILL)
+    is the infrastructure's: resubmitted, and recorded failed once the retries are spent.
+    (tests/review_fakes.py's stand-in for train.run, steered by a plan file.)"""
+    import io
+
+    import review_fakes
+    from torchopt_review.review import review
+
+    for name, value in env_with(slurm_cluster).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "tests"))  # the tasks import review_fakes too
+    logdir = tmp_path / "runs"
+    review_fakes.write_plan(logdir, {"adam/seed0": "raise", "sgd/seed1": "die", "adam/seed1": "diverge"})
+    out = io.StringIO()
+    result = review({"experiment": "fx", "seeds": [0, 1], "runs": {"sgd": {}, "adam": {}}, "logdir": str(logdir),
+                     "overrides": {"trainer": {"epochs": 3}}},
+                    executor="slurm", run_fn=review_fakes.fake_run, stream=out,
+                    slurm={"poll_s": 0.5, "time": "10", "max_retries": 1})
+    print(out.getvalue())
+    status = {o.key: o.status for o in result.outcomes}
+    assert status == {"sgd/seed0": "done", "adam/seed0": "failed", "sgd/seed1": "failed", "adam/seed1": "diverged"}
+    assert result.exit_status == 1
+    calls = review_fakes.calls(logdir)
+    assert calls.count("adam/seed0 start=0") == 1  # its own failure: not retried
+    assert calls.count("sgd/seed1 start=0") == 2  # lost twice: first try + 1 retry
+    errors = {o.key: o.error for o in result.failed}
+    assert "boom in adam/seed0" in errors["adam/seed0"]
+    assert re.search(r"SLURM job \S+ ended FAILED with the run unfinished, 2 attempts", errors["sgd/seed1"])
+    record = json.loads((logdir / "fx" / "sgd" / "seed1" / "run.json").read_text())
+    assert record["status"] == "failed" and "2 attempts" in record["error"]

@@ -120,7 +120,10 @@ def lightning_default_epoch(d: EpochData, bs: int, steps: int, device: str) -> f
     train = DataLoader(TensorDataset(d.train_x, d.train_y), batch_size=bs, shuffle=True,
                        generator=torch.Generator(device="cpu").manual_seed(0))
     val = DataLoader(TensorDataset(d.val_x, d.val_y), batch_size=1000)
-    trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=1,
+    from lightning.pytorch.plugins.environments import LightningEnvironment
+
+    trainer = L.Trainer(plugins=[LightningEnvironment()],  # as train.run: one process, not SLURM's environment
+                        accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=1,
                         limit_train_batches=steps, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     sync = Sync(device)

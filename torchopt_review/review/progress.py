@@ -73,7 +73,7 @@ class Progress:
         self.epoch_time, self.epochs_timed = 0.0, 0
         self.last_draw = 0.0
         self.width = 0
-        self.pending = 0  # runs queued but not started (the SLURM executor's count)
+        self.pending: int | None = None  # runs queued, not started (the SLURM executor's; None: not shown)
 
     def count_before(self, outcomes: list[RunOutcome]) -> None:
         """Runs finished before this review started (skipped) count as done lines already."""
@@ -145,7 +145,7 @@ class Progress:
     def line(self) -> str:
         bad = ", ".join(f"{v} {k}" for k, v in self.bad.items() if v)
         head = f"{self.title}: {self.finished}/{self.total} runs" + (f" ({bad})" if bad else "")
-        if self.pending:
+        if self.pending is not None:
             head += f", {len(self.running)} running, {self.pending} pending"
         running = " ".join(f"{k} {e}/{self.epochs.get(k, '?')}" for k, e in self.running.items())
         eta = self.eta()
