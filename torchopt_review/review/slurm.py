@@ -338,7 +338,7 @@ class SlurmExecutor:
         ids = sorted({j.job_id.split("_")[0] for j in jobs})
         self.say(f"submitted {plural(len(units), 'task')} to SLURM (job {', '.join(ids)}; logs in {self.folder})")
 
-    def attach(self, todo: list[RunConfig]) -> list[RunConfig]:
+    def attach(self, todo: list[RunConfig], run_fn: worker.RunFn | None = None) -> list[RunConfig]:
         """Watch the jobs a previous review of this experiment left running (``--no-wait``) instead
         of submitting their runs again; returns the runs no live job is training."""
         record = read_json(self.folder / JOBS_JSON)
@@ -362,7 +362,7 @@ class SlurmExecutor:
         for entry, keys, job in candidates:
             if _state(job) in ENDED or _state(job) == "UNKNOWN":
                 continue
-            unit = Unit([by_key[k] for k in keys], False, bool(entry.get("stacked")), int(entry.get("threads", 1)))
+            unit = Unit([by_key[k] for k in keys], False, bool(entry.get("stacked")), int(entry.get("threads", 1)), run_fn)
             self.tracked.append(_Tracked(unit, job, int(entry.get("attempt", 1)), list(entry.get("history", []))))
             attached.update(keys)
         if attached:
@@ -494,7 +494,7 @@ def submit_and_wait(todo: list[RunConfig], *, exp_dir: Path, experiment: str, op
         if live:  # they would write the very run folders a restart starts again
             raise UserError(f"--restart: SLURM jobs of experiment {experiment!r} are still queued or running "
                             f"({', '.join(live)}); scancel them first")
-    fresh = todo if restart else ex.attach(todo)
+    fresh = todo if restart else ex.attach(todo, run_fn)
     ex.threads = threads or options.cpus_per_task
     units = units_of(fresh, stacked=stacked, restart=restart, threads=ex.threads, run_fn=run_fn)
     ex.gpus = options.gpus_per_task if options.gpus_per_task is not None else (1 if wants_gpu(todo) else 0)
