@@ -3,8 +3,8 @@
 ``KILL_PAUSE=<point>@<epoch>`` (or ``<label>/seed<k>:<point>@<epoch>`` for one run of a review;
 comma-separated for several) makes the process announce ``test-pause: <point>@<epoch> <run>`` on
 stderr and sleep ``KILL_PAUSE_S`` seconds (default 60) at that point, so a test can SIGKILL it
-exactly there (with ``KILL_PAUSE_ONCE=<file>``, only the first process to get there pauses: a
-resumed run goes through). Points:
+exactly there (with ``KILL_PAUSE_ONCE=<folder>``, only the first process to reach a pause pauses:
+a resumed run goes through). Points:
 
 - ``before_ckpt``: the epoch is logged to TensorBoard, nothing saved yet;
 - ``ckpt_tmp``: the checkpoint is written to its temporary file, not yet renamed;
@@ -32,10 +32,11 @@ _SPEC = {s for s in os.environ.get("KILL_PAUSE", "").split(",") if s}
 
 def pause(point: str, epoch: int, run: str = "") -> None:
     if {f"{point}@{epoch}", f"{run}:{point}@{epoch}"} & _SPEC:
-        once = os.environ.get("KILL_PAUSE_ONCE")  # a file: pause only the first process that gets here
+        once = os.environ.get("KILL_PAUSE_ONCE")  # a folder: each pause only for the first process there
         if once:
             try:
-                os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                os.close(os.open(os.path.join(once, f"{run}:{point}@{epoch}".replace("/", "-")),
+                                 os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             except FileExistsError:
                 return
         print(f"test-pause: {point}@{epoch} {run}", file=sys.stderr, flush=True)

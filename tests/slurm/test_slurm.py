@@ -128,56 +128,49 @@ def test_slurm_review_equals_the_local_review(slurm_cluster, reference, syntheti
     assert {t["node"] for t in tasks} == {"n1", "n2"}, tasks  # 2 CPUs a task, 4 a node: both nodes worked
 
 
-def _paused_review(cluster, tmp_path, data, experiment: str):
-    """A review whose adam/seed0 task stops for a while after training epoch 2, before it is
-    checkpointed (epoch 1 is); only that first attempt pauses."""
-    config = write_config(tmp_path, experiment)
-    env = env_with(cluster, PYTHONPATH=str(KILLPOINTS), KILL_PAUSE="adam/seed0:before_ckpt@2", KILL_PAUSE_S="120",
-                   KILL_PAUSE_ONCE=str(tmp_path / "paused-once"))
-    proc = subprocess.Popen(review_cmd(config, data, "--executor", "slurm"), cwd=tmp_path, env=env,
+def test_cancelled_and_preempted_tasks_resume_and_end_identical(slurm_cluster, reference, synthetic_data_dir,
+                                                                 tmp_path):
+    """Three tasks are held after training epoch 2, before it is checkpointed (epoch 1 is), then:
+    adam/seed0 is cancelled (the review resubmits it), adam/seed1 gets SLURM's warning signal
+    (submitit checkpoints and requeues it: --signal=USR2@90), sgd/seed1 is requeued by SLURM itself
+    (what a PreemptMode=REQUEUE cluster does: SIGTERM, SIGKILL after KillWait, back to the queue).
+    Each resumes from its last checkpoint and ends as the uninterrupted local run did."""
+    held = {"adam/seed0": "cancel", "adam/seed1": "warning-signal", "sgd/seed1": "requeued-by-slurm"}
+    config = write_config(tmp_path, "disrupted")
+    (tmp_path / "once").mkdir()
+    env = env_with(slurm_cluster, PYTHONPATH=str(KILLPOINTS), KILL_PAUSE_S="120", KILL_PAUSE_ONCE=str(tmp_path / "once"),
+                   KILL_PAUSE=",".join(f"{key}:before_ckpt@2" for key in held))
+    proc = subprocess.Popen(review_cmd(config, synthetic_data_dir, "--executor", "slurm"), cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    exp = tmp_path / "runs" / experiment
-    log = exp / ".review-logs" / "adam-seed0.log"
-    wait_for(lambda: log.exists() and "test-pause" in log.read_text(), 240, "adam/seed0 reaching its pause")
-    job = jobs_record(exp)["adam/seed0"]["job_id"]
-    before = (exp / "adam" / "seed0" / "metrics.csv").read_text()
-    return proc, exp, job, before
-
-
-def test_a_cancelled_task_is_resubmitted_and_ends_identical(slurm_cluster, reference, synthetic_data_dir, tmp_path):
-    proc, exp, job, before = _paused_review(slurm_cluster, tmp_path, synthetic_data_dir, "cancel")
-    assert len(before.splitlines()) == 2  # header + epoch 1: the checkpoint the resubmission resumes from
-    slurm_cluster.run(["scancel", job])
+    exp = tmp_path / "runs" / "disrupted"
+    logs = {key: exp / ".review-logs" / f"{key.replace('/', '-')}.log" for key in held}
+    wait_for(lambda: all(p.exists() and "test-pause" in p.read_text() for p in logs.values()), 300,
+             "the three tasks reaching their pause")
+    jobs = {key: jobs_record(exp)[key]["job_id"] for key in held}
+    at_signal = {key: (exp / key / "metrics.csv").read_text() for key in held}
+    t0 = time.monotonic()
+    slurm_cluster.run(["scancel", jobs["adam/seed0"]])
+    slurm_cluster.run(["scancel", "--signal=USR2", jobs["adam/seed1"]])
+    slurm_cluster.run(["scontrol", "requeue", jobs["sgd/seed1"]])
     stdout, stderr = proc.communicate(timeout=600)
-    print(f"metrics.csv when cancelled:\n{before}\n{stderr}")
+    print(f"{stderr}\nall three ended {time.monotonic() - t0:.1f} s after the disruptions")
+    for key in held:
+        print(f"{key} ({held[key]}): metrics.csv at the disruption:\n{at_signal[key]}"
+              f"and at the end:\n{(exp / key / 'metrics.csv').read_text()}")
+        assert len(at_signal[key].splitlines()) == 2  # header + epoch 1: the checkpoint to resume from
     assert proc.returncode == 0, stderr
+    record = jobs_record(exp)
+
+    job = jobs["adam/seed0"]  # cancelled: a new job
     assert re.search(rf"SLURM job {job} \(adam/seed0\) ended CANCELLED with the run unfinished: "
                      r"resubmitted as job \d+ \(retry 1 of 2\)", stderr), stderr
-    entry = jobs_record(exp)["adam/seed0"]
-    assert entry["attempt"] == 2 and entry["history"] == [[job, "CANCELLED"]]
-    assert_same_runs(exp, reference)
-
-
-@pytest.mark.parametrize("how", ["warning-signal", "requeued-by-slurm"])
-def test_a_preempted_task_requeues_and_resumes_identical(how, slurm_cluster, reference, synthetic_data_dir, tmp_path):
-    proc, exp, job, before = _paused_review(slurm_cluster, tmp_path, synthetic_data_dir, "preempt")
-    if how == "warning-signal":
-        # SLURM's warning signal before a pre-emption or the time limit (submitit asks for --signal=USR2@90):
-        # the task checkpoints and requeues itself
-        slurm_cluster.run(["scancel", "--signal=USR2", job])
-    else:
-        # what a PreemptMode=REQUEUE cluster does: SIGTERM, SIGKILL after KillWait, back to the queue
-        slurm_cluster.run(["scontrol", "requeue", job])
-    t0 = time.monotonic()
-    stdout, stderr = proc.communicate(timeout=600)
-    print(f"metrics.csv when pre-empted:\n{before}\nrequeued and finished in {time.monotonic() - t0:.1f} s\n{stderr}")
-    assert proc.returncode == 0, stderr
-    assert f"SLURM job {job} (adam/seed0) was requeued" in stderr
-    assert "resubmitted" not in stderr
-    entry = jobs_record(exp)["adam/seed0"]
-    assert entry["job_id"] == job and entry["attempt"] == 1  # the same job, requeued by submitit
-    task_log = (exp / ".review-logs" / "adam-seed0.log").read_text()
-    assert ("Requeued job" in task_log) == (how == "warning-signal")  # submitit's checkpoint-and-requeue
+    assert record["adam/seed0"]["attempt"] == 2 and record["adam/seed0"]["history"] == [[job, "CANCELLED"]]
+    for key in ("adam/seed1", "sgd/seed1"):  # pre-empted: the same job, requeued
+        assert f"SLURM job {jobs[key]} ({key}) was requeued" in stderr
+        assert record[key]["job_id"] == jobs[key] and record[key]["attempt"] == 1
+    # submitit's checkpoint-and-requeue ran in the task that got the warning signal, and only there
+    assert "Requeued job" in logs["adam/seed1"].read_text()
+    assert "Requeued job" not in logs["sgd/seed1"].read_text()
     assert_same_runs(exp, reference)
 
 
@@ -221,7 +214,7 @@ def test_no_wait_then_the_same_command_or_report_picks_the_jobs_up(slurm_cluster
                                                                     tmp_path):
     config = write_config(tmp_path, "later")
     # every task holds for a while after its first epoch: the jobs are surely still running when we look
-    env = env_with(slurm_cluster, PYTHONPATH=str(KILLPOINTS), KILL_PAUSE="before_ckpt@1", KILL_PAUSE_S="20")
+    env = env_with(slurm_cluster, PYTHONPATH=str(KILLPOINTS), KILL_PAUSE="before_ckpt@1", KILL_PAUSE_S="12")
     cmd = review_cmd(config, synthetic_data_dir, "--executor", "slurm")
     t0 = time.monotonic()
     first = subprocess.run(cmd + ["--no-wait"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
