@@ -49,6 +49,7 @@ JOBS_JSON = "jobs.json"
 # sacct states of a job that is over; anything else (PENDING, RUNNING, REQUEUED, COMPLETING...) is not.
 ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
                    "OUT_OF_MEMORY", "REVOKED", "SPECIAL_EXIT"})
+QUEUED = frozenset({"", "UNKNOWN", "PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED"})
 # States that are over only if they last: a preempted job is normally requeued (PENDING again), and
 # a job sacct does not list yet (or no longer) reads UNKNOWN. After this long they count as ended.
 LINGER_S = 180.0
@@ -382,11 +383,15 @@ class SlurmExecutor:
             self.tracked[0].job.watcher.update()  # one sacct call for every job
             for t in list(self.tracked):
                 self._look(t)
-            self.progress.pending = sum(len(t.unit.cfgs) for t in self.tracked if t.seen not in ("RUNNING", "COMPLETING"))
+            self._count_pending()
             self.progress.draw()
             self.save()
             if self.tracked:
                 time.sleep(self.options.poll_s)
+
+    def _count_pending(self) -> None:
+        """Runs whose task waits in the queue (submitted, pending, requeued), for the progress line."""
+        self.progress.pending = sum(len(t.unit.cfgs) for t in self.tracked if t.seen in QUEUED)
 
     def _look(self, t: _Tracked) -> None:
         state = _state(t.job)
@@ -397,6 +402,7 @@ class SlurmExecutor:
                          "it resumes from the last checkpointed epoch")
                 t.ran = False
             t.seen, t.since = state, now
+            self._count_pending()
         if state == "RUNNING":
             t.ran = True
             for cfg in t.unit.cfgs:
