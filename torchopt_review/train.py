@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from . import runs
 from .config import RunConfig, check_acyclic, load_config, yaml_problem
-from .errors import DataError, Terminated, UserError, cli_entry
+from .errors import ArgumentParser, DataError, Terminated, UserError, cli_entry
 from .runs import DIVERGED, DONE, RunFolder
 
 
@@ -66,17 +66,9 @@ def _optimizer_table(entries: list[tuple[str, str]]) -> str:
     return "\n".join(f"  {name:<{width}}  {description}" for name, description in entries)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (``error: ...``, exit status 2) like every other
-    error of this CLI, instead of the usage block followed by the message."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     entries = _optimizer_entries()
-    p = _Parser(
+    p = ArgumentParser(  # usage errors are one line, exit 2, like every other error
         prog="python -m torchopt_review.train",
         description="Train the Fashion-MNIST classifier with one optimizer (the blog's settings unless overridden); "
                     "curves go to TensorBoard under runs/.",
