@@ -99,15 +99,18 @@ def slurm_cluster(tmp_path_factory):
     cluster.stop()
 
 
-@pytest.fixture(scope="module")
-def reference(synthetic_data_dir, tmp_path_factory) -> dict[str, tuple]:
-    """The same review, trained here by the local executor."""
-    folder = tmp_path_factory.mktemp("local")
+def local_review(folder: Path, data: Path, *extra: str) -> dict[str, tuple]:
     config = write_config(folder)
-    out = subprocess.run(review_cmd(config, synthetic_data_dir, "--logdir", str(folder / "runs"), "--workers", "2",
-                                    "--no-report"), capture_output=True, text=True, cwd=folder, timeout=600)
+    out = subprocess.run(review_cmd(config, data, "--logdir", str(folder / "runs"), "--no-report", *extra),
+                         capture_output=True, text=True, cwd=folder, timeout=600)
     assert out.returncode == 0, out.stderr
     return {k: outcome(folder / "runs" / "e" / k) for k in KEYS}
+
+
+@pytest.fixture(scope="module")
+def reference(synthetic_data_dir, tmp_path_factory) -> dict[str, tuple]:
+    """The same review, trained here by the local executor (one process per run)."""
+    return local_review(tmp_path_factory.mktemp("local"), synthetic_data_dir, "--workers", "2")
 
 
 def test_slurm_review_equals_the_local_review(slurm_cluster, reference, synthetic_data_dir, tmp_path):
@@ -126,6 +129,23 @@ def test_slurm_review_equals_the_local_review(slurm_cluster, reference, syntheti
     tasks = slurm_cluster.jobs(job)
     assert len(tasks) == 4 and {t["state"] for t in tasks} == {"COMPLETED"}
     assert {t["node"] for t in tasks} == {"n1", "n2"}, tasks  # 2 CPUs a task, 4 a node: both nodes worked
+
+
+def test_a_stacked_review_is_one_task_and_equals_the_local_stacked_review(slurm_cluster, synthetic_data_dir,
+                                                                          tmp_path):
+    """The stacked engine (the GPU path; on CPU here): all runs of one configuration in one task."""
+    reference = local_review(tmp_path / "local", synthetic_data_dir, "--engine", "stacked")
+    config = write_config(tmp_path / "slurm")
+    out = subprocess.run(review_cmd(config, synthetic_data_dir, "--executor", "slurm", "--engine", "stacked"),
+                         capture_output=True, text=True, cwd=tmp_path / "slurm", env=env_with(slurm_cluster),
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "4 to run as SLURM jobs (stacked)" in out.stderr and "submitted 1 task to SLURM" in out.stderr
+    exp = tmp_path / "slurm" / "runs" / "e"
+    assert_same_runs(exp, reference)
+    assert {json.loads((exp / k / "run.json").read_text())["engine"] for k in KEYS} == {"stacked"}
+    unit = jobs_record(exp)["sgd/seed0"]
+    assert sorted(unit["keys"]) == sorted(KEYS) and unit["stacked"] is True
 
 
 def test_cancelled_and_preempted_tasks_resume_and_end_identical(slurm_cluster, reference, synthetic_data_dir,
