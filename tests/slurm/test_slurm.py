@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -234,7 +235,7 @@ def test_no_wait_then_the_same_command_or_report_picks_the_jobs_up(slurm_cluster
                                                                     tmp_path):
     config = write_config(tmp_path, "later")
     # every task holds for a while after its first epoch: the jobs are surely still running when we look
-    env = env_with(slurm_cluster, PYTHONPATH=str(KILLPOINTS), KILL_PAUSE="before_ckpt@1", KILL_PAUSE_S="12")
+    env = env_with(slurm_cluster, PYTHONPATH=str(KILLPOINTS), KILL_PAUSE="before_ckpt@1", KILL_PAUSE_S="25")
     cmd = review_cmd(config, synthetic_data_dir, "--executor", "slurm")
     t0 = time.monotonic()
     first = subprocess.run(cmd + ["--no-wait"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
@@ -247,6 +248,17 @@ def test_no_wait_then_the_same_command_or_report_picks_the_jobs_up(slurm_cluster
     local = subprocess.run(review_cmd(config, synthetic_data_dir), cwd=tmp_path, env=env, capture_output=True,
                            text=True, timeout=120)
     assert local.returncode == 2 and "has SLURM jobs still queued or running" in local.stderr, local.stderr
+
+    # Ctrl-C while watching stops this process only: the jobs go on, and it says how to pick them up
+    first_job = jobs_record(exp)["sgd/seed0"]["job_id"].split("_")[0]
+    err_file = tmp_path / "watcher.err"
+    with open(err_file, "w") as err:
+        watcher = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        wait_for(lambda: "watching 4 runs already submitted" in err_file.read_text(), 60, "the watcher attaching")
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(timeout=60) == 130, err_file.read_text()
+    assert "stopped watching: the SLURM jobs go on" in err_file.read_text()
+    assert "CANCELLED" not in {j["state"] for j in slurm_cluster.jobs(first_job)}, slurm_cluster.jobs()
 
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr

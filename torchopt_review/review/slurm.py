@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
 from ..config import RunConfig
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError, Terminated, UserError
 from ..runs import METRICS_CSV, atomic_write_json, is_finished, read_json, read_record
 from . import worker
 from .progress import plural
@@ -507,7 +507,13 @@ def submit_and_wait(todo: list[RunConfig], *, exp_dir: Path, experiment: str, op
     ex.submit(units)
     if not wait:
         return [k for t in ex.tracked for k in t.unit.keys]
-    ex.wait()
+    try:
+        ex.wait()
+    except (KeyboardInterrupt, Terminated):  # this process stops watching; the cluster goes on
+        ex.save()
+        ex.say(f"stopped watching: the SLURM jobs go on (ids in {ex.folder / JOBS_JSON}); run the same command to "
+               "wait for them and write the report")
+        raise
     return []
 
 
