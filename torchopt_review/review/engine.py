@@ -164,7 +164,7 @@ def review(
                 from .slurm import submit_and_wait
 
                 left = submit_and_wait(todo, exp_dir=exp_dir, experiment=cfg.experiment, options=options,
-                                       finish=sched.finish, progress=progress, stream=stream, restart=restart,
+                                       finish=sched.finish, progress=progress, restart=restart,
                                        stacked=stacked, threads=threads, run_fn=run_fn, wait=wait)
             else:
                 if todo and engine == "stacked":

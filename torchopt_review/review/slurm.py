@@ -26,19 +26,18 @@ trained again.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-import os
 import re
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, TextIO
+from typing import Any, Callable, Mapping
 
 from ..config import RunConfig
 from ..errors import ConfigError, Terminated, UserError
-from ..runs import METRICS_CSV, atomic_write_json, is_finished, read_json, read_record
+from ..runs import METRICS_CSV, atomic_write_text, is_finished, read_json, read_record
 from . import worker
 from .progress import plural
 from .results import key_of
@@ -250,12 +249,11 @@ def units_of(todo: list[RunConfig], *, stacked: bool, restart: bool, threads: in
         return [Unit([c], restart, False, threads, run_fn) for c in todo]
     from ..stacked import stack_key
 
-    stacks: dict[Any, list[RunConfig]] = {}
+    stacks: dict[Any, tuple[bool, list[RunConfig]]] = {}  # key -> (stackable, runs)
     for i, c in enumerate(todo):
         k = stack_key(c)
-        stacks.setdefault(("single", i) if k is None else k, []).append(c)
-    return [Unit(cfgs, restart, len(cfgs) > 1 or stack_key(cfgs[0]) is not None, threads, run_fn)
-            for cfgs in stacks.values()]
+        stacks.setdefault(("unstackable", i) if k is None else k, (k is not None, []))[1].append(c)
+    return [Unit(cfgs, restart, stackable, threads, run_fn) for stackable, cfgs in stacks.values()]
 
 
 def wants_gpu(todo: list[RunConfig]) -> bool:
@@ -268,6 +266,26 @@ def _state(job: Any) -> str:
     """The job's state as sacct last said it (``CANCELLED by 0`` -> ``CANCELLED``)."""
     raw = job.watcher.get_info(job.job_id, mode="cache").get("State") or "UNKNOWN"
     return raw.split()[0].upper().rstrip("+")
+
+
+def _live(job: Any) -> bool:
+    """Queued or running, as sacct last said (a job sacct does not know is not live)."""
+    state = _state(job)
+    return state not in ENDED and state != "UNKNOWN"
+
+
+def _recorded(folder: Path) -> list[tuple[dict[str, Any], Any]]:
+    """``jobs.json``'s entries with their submitit jobs, their states freshly asked (one sacct call)."""
+    record = read_json(folder / JOBS_JSON)
+    if not isinstance(record, dict) or not isinstance(record.get("units"), list):
+        return []
+    import submitit
+
+    out = [(e, submitit.SlurmJob(folder=folder / "%j", job_id=str(e["job_id"]))) for e in record["units"]
+           if isinstance(e, dict) and "job_id" in e and isinstance(e.get("keys"), list) and e["keys"]]
+    if out:
+        out[0][1].watcher.update()
+    return out
 
 
 @dataclass
@@ -287,14 +305,14 @@ class SlurmExecutor:
     through the review's :class:`~torchopt_review.review.pool.Scheduler` (``finish``)."""
 
     def __init__(self, exp_dir: Path, options: SlurmOptions, *, finish: Callable[[str, str, Any], None],
-                 progress: Any, stream: TextIO | None, experiment: str):
+                 progress: Any, experiment: str, gpus: int, threads: int):
         self.exp_dir, self.options, self.finish = exp_dir, options, finish
-        self.progress, self.stream, self.experiment = progress, stream, experiment
+        self.progress, self.experiment = progress, experiment
+        self.gpus, self.threads = gpus, threads  # per task: every submission of this review asks the same
         self.folder = exp_dir / SLURM_DIR
         self.tracked: list[_Tracked] = []  # units whose job has not ended
         self.ended: list[_Tracked] = []  # and those whose job has (kept in jobs.json)
-        self.gpus = 0  # GPUs per task: every submission of this review asks the same
-        self.threads = options.cpus_per_task  # torch/OpenMP threads per task
+        self._saved = ""  # jobs.json as last written
 
     def say(self, text: str) -> None:
         self.progress.note(text)
@@ -342,26 +360,11 @@ class SlurmExecutor:
     def attach(self, todo: list[RunConfig], run_fn: worker.RunFn | None = None) -> list[RunConfig]:
         """Watch the jobs a previous review of this experiment left running (``--no-wait``) instead
         of submitting their runs again; returns the runs no live job is training."""
-        record = read_json(self.folder / JOBS_JSON)
-        if not isinstance(record, dict) or not isinstance(record.get("units"), list):
-            return todo
-        import submitit
-
         by_key = {key_of(c): c for c in todo}
-        candidates = []
-        for entry in record["units"]:
-            try:
-                keys, job_id = [str(k) for k in entry["keys"]], str(entry["job_id"])
-            except (KeyError, TypeError):
-                continue
-            if keys and all(k in by_key for k in keys):
-                candidates.append((entry, keys, submitit.SlurmJob(folder=self.folder / "%j", job_id=job_id)))
-        if not candidates:
-            return todo
-        candidates[0][2].watcher.update()
         attached: set[str] = set()
-        for entry, keys, job in candidates:
-            if _state(job) in ENDED or _state(job) == "UNKNOWN":
+        for entry, job in _recorded(self.folder):
+            keys = [str(k) for k in entry["keys"]]
+            if not all(k in by_key for k in keys) or not _live(job):
                 continue
             unit = Unit([by_key[k] for k in keys], False, bool(entry.get("stacked")), int(entry.get("threads", 1)), run_fn)
             self.tracked.append(_Tracked(unit, job, int(entry.get("attempt", 1)), list(entry.get("history", []))))
@@ -376,7 +379,10 @@ class SlurmExecutor:
         units = [{"keys": t.unit.keys, "job_id": t.job.job_id, "state": t.seen or "SUBMITTED", "attempt": t.attempt,
                   "history": t.history, "stacked": t.unit.stacked, "threads": t.unit.threads}
                  for t in self.ended + self.tracked]
-        atomic_write_json(self.folder / JOBS_JSON, {"experiment": self.experiment, "units": units})
+        text = json.dumps({"experiment": self.experiment, "units": units}, indent=2)
+        if text != self._saved:  # every poll asks; the file changes only when a job's state does
+            atomic_write_text(self.folder / JOBS_JSON, text + "\n")
+            self._saved = text
 
     def wait(self) -> None:
         while self.tracked:
@@ -414,8 +420,7 @@ class SlurmExecutor:
                 if done > t.epochs[key]:
                     t.epochs[key] = done
                     self.progress.epoch(key, {"epoch": done})
-        result_ready = t.job.paths.result_pickle.exists()
-        if state == "COMPLETED" or (state == "UNKNOWN" and result_ready):
+        if state == "COMPLETED" or (state == "UNKNOWN" and t.job.paths.result_pickle.exists()):
             self._completed(t)
         elif state in ENDED or (state in ("PREEMPTED", "UNKNOWN") and now - t.since > LINGER_S):
             self._lost(t, state)
@@ -475,36 +480,29 @@ def _rows(path: Path) -> int:
 def live_jobs(exp_dir: Path) -> list[str]:
     """The jobs listed in ``runs/<exp>/.slurm/jobs.json`` that SLURM still runs or queues (empty
     when there is no such file, or no ``sacct`` to ask)."""
-    record = read_json(exp_dir / SLURM_DIR / JOBS_JSON)
-    if not isinstance(record, dict) or not isinstance(record.get("units"), list) or not shutil.which("sacct"):
+    if not (exp_dir / SLURM_DIR / JOBS_JSON).exists() or not shutil.which("sacct"):
         return []
     try:
-        import submitit
+        import submitit  # noqa: F401
     except ImportError:
         return []
-    jobs = [submitit.SlurmJob(folder=exp_dir / SLURM_DIR / "%j", job_id=str(e["job_id"]))
-            for e in record["units"] if isinstance(e, dict) and "job_id" in e]
-    if not jobs:
-        return []
-    jobs[0].watcher.update()
-    return [j.job_id for j in jobs if _state(j) not in ENDED and _state(j) != "UNKNOWN"]
+    return [job.job_id for _, job in _recorded(exp_dir / SLURM_DIR) if _live(job)]
 
 
 def submit_and_wait(todo: list[RunConfig], *, exp_dir: Path, experiment: str, options: SlurmOptions,
-                    finish: Callable[[str, str, Any], None], progress: Any, stream: TextIO | None, restart: bool,
+                    finish: Callable[[str, str, Any], None], progress: Any, restart: bool,
                     stacked: bool, threads: int | None, run_fn: worker.RunFn | None, wait: bool) -> list[str]:
     """Train ``todo`` on SLURM. Returns the keys of runs left running (``wait=False``)."""
-    ex = SlurmExecutor(exp_dir, options, finish=finish, progress=progress, stream=stream, experiment=experiment)
+    gpus = options.gpus_per_task if options.gpus_per_task is not None else (1 if wants_gpu(todo) else 0)
+    ex = SlurmExecutor(exp_dir, options, finish=finish, progress=progress, experiment=experiment, gpus=gpus,
+                       threads=threads or options.cpus_per_task)
     if restart:
         live = live_jobs(exp_dir)
         if live:  # they would write the very run folders a restart starts again
             raise UserError(f"--restart: SLURM jobs of experiment {experiment!r} are still queued or running "
                             f"({', '.join(live)}); scancel them first")
     fresh = todo if restart else ex.attach(todo, run_fn)
-    ex.threads = threads or options.cpus_per_task
-    units = units_of(fresh, stacked=stacked, restart=restart, threads=ex.threads, run_fn=run_fn)
-    ex.gpus = options.gpus_per_task if options.gpus_per_task is not None else (1 if wants_gpu(todo) else 0)
-    ex.submit(units)
+    ex.submit(units_of(fresh, stacked=stacked, restart=restart, threads=ex.threads, run_fn=run_fn))
     if not wait:
         return [k for t in ex.tracked for k in t.unit.keys]
     try:
